@@ -1,0 +1,110 @@
+/** Every resolved option of a training run. config.json in the run directory is this object. */
+export const MODES = ["sync", "async", "ssp"] as const;
+export type ModeName = (typeof MODES)[number];
+
+export const MODELS = ["logreg", "mlp", "cnn", "linreg"] as const;
+export type ModelName = (typeof MODELS)[number];
+
+export const OPTIMIZERS = ["sgd", "momentum", "adam"] as const;
+export type OptimizerName = (typeof OPTIMIZERS)[number];
+
+export const LR_SCHEDULES = ["constant", "step", "cosine"] as const;
+export type LrScheduleName = (typeof LR_SCHEDULES)[number];
+
+export const BACKENDS = ["auto", "node-gpu", "node", "wasm", "cpu"] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+export const TRANSPORTS = ["ipc", "tcp"] as const;
+export type TransportName = (typeof TRANSPORTS)[number];
+
+export interface OptimizerConfig {
+  optimizer: OptimizerName;
+  lr: number;
+  /** momentum coefficient for `momentum` (heavy ball, as torch.optim.SGD) */
+  momentum: number;
+  beta1: number;
+  beta2: number;
+  epsilon: number;
+  weightDecay: number;
+  lrSchedule: LrScheduleName;
+  /** `step` schedule: multiply lr by lrGamma every lrStepSize server steps */
+  lrStepSize: number;
+  lrGamma: number;
+  /** linear warm-up from 0 over this many server steps */
+  warmupSteps: number;
+  /** total server steps, for the cosine schedule (resolved by the launcher) */
+  totalSteps: number;
+}
+
+export interface TrainConfig extends OptimizerConfig {
+  mode: ModeName;
+  /** SSP bound s; ignored by the other modes */
+  staleness: number;
+  workers: number;
+  servers: number;
+  model: ModelName;
+  /** mnist | synthetic | synthetic-linear | PATH to a folder of IDX files */
+  dataset: string;
+  /** iid | shards:K | dirichlet:ALPHA */
+  partition: string;
+  /** use only the first N training samples (0 = all); for quick runs and tests */
+  trainLimit: number;
+  testLimit: number;
+  seed: number;
+  epochs: number;
+  /** stop after this many steps per worker (0 = run all epochs) */
+  maxSteps: number;
+  /** per worker: the global batch is workers x batchSize */
+  batchSize: number;
+  backend: BackendName;
+  transport: TransportName;
+  /** rank -> slowdown factor (>= 1) */
+  slow: Record<number, number>;
+  out: string;
+  targetAccuracy: number | null;
+  /** evaluate every this many server steps (0: at the end of each epoch only) */
+  evalEvery: number;
+  logLevel: string;
+  progress: "auto" | "on" | "off";
+  /** deadline for any single wait (rendezvous, a reply, a barrier), in ms */
+  timeoutMs: number;
+  heartbeatMs: number;
+}
+
+export const DEFAULTS: TrainConfig = {
+  mode: "async",
+  staleness: 3,
+  workers: 1,
+  servers: 1,
+  model: "mlp",
+  dataset: "mnist",
+  partition: "iid",
+  trainLimit: 0,
+  testLimit: 0,
+  seed: 1,
+  epochs: 1,
+  maxSteps: 0,
+  batchSize: 64,
+  backend: "auto",
+  transport: "ipc",
+  slow: {},
+  out: "",
+  targetAccuracy: null,
+  evalEvery: 0,
+  logLevel: "info",
+  progress: "auto",
+  timeoutMs: 30000,
+  heartbeatMs: 1000,
+  optimizer: "momentum",
+  lr: 0.05,
+  momentum: 0.9,
+  beta1: 0.9,
+  beta2: 0.999,
+  epsilon: 1e-8,
+  weightDecay: 0,
+  lrSchedule: "constant",
+  lrStepSize: 1000,
+  lrGamma: 0.5,
+  warmupSteps: 0,
+  totalSteps: 0,
+};
