@@ -1,0 +1,217 @@
+import { Router } from "zeromq";
+import { ErrorCode, PsError } from "../util/errors.js";
+import { parseJsonFrame } from "../transport/frames.js";
+import { decodeHeader, DType, encodeHeader, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
+import { type FailMsg, type HelloMsg, isObject, type Role } from "./messages.js";
+
+export interface PeerInfo {
+  role: Role;
+  rank: number;
+  pid: number;
+  routingId: Buffer;
+  lastSeen: number;
+}
+
+export interface ControlEvent {
+  peer: PeerInfo;
+  header: Header;
+  body: unknown;
+  frames: Buffer[];
+}
+
+export function peerName(role: Role, rank: number): string {
+  return role === "server" ? `server shard ${rank}` : `worker ${rank}`;
+}
+
+/**
+ * The coordinator's control plane: a ROUTER that every role process connects to. It registers
+ * peers by (role, rank), routes their messages to whoever waits for them, watches heartbeats,
+ * and turns any lost peer into one error that names it (`failure` rejects; nothing hangs).
+ */
+export class Coordinator {
+  private readonly router: Router;
+  private readonly peers = new Map<string, PeerInfo>();
+  private readonly expected = new Set<string>();
+  private readonly queue: ControlEvent[] = [];
+  private waiters: ((e: ControlEvent) => void)[] = [];
+  private watchdog: NodeJS.Timeout | null = null;
+  private failWith: ((e: Error) => void) | null = null;
+  /** rejects with the first fatal error of the run (a peer failed, exited or went silent) */
+  readonly failure: Promise<never>;
+  failed: Error | null = null;
+  endpoint = "";
+  private closed = false;
+
+  constructor(
+    private readonly runId: number,
+    private readonly timeoutMs: number,
+  ) {
+    this.router = new Router({ linger: 0, mandatory: false });
+    this.failure = new Promise<never>((_, reject) => {
+      this.failWith = reject;
+    });
+    this.failure.catch(() => undefined);
+  }
+
+  async bind(address: string): Promise<string> {
+    await this.router.bind(address);
+    this.endpoint = this.router.lastEndpoint ?? address;
+    void this.receiveLoop();
+    return this.endpoint;
+  }
+
+  expect(role: Role, rank: number): void {
+    this.expected.add(`${role}:${rank}`);
+  }
+
+  /** Fail the run with `err` (first failure wins). */
+  fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    this.failWith?.(err);
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const [id, head, ...rest] of this.router) {
+        if (id === undefined) continue;
+        let header: Header;
+        let body: unknown = null;
+        try {
+          header = decodeHeader(head);
+          if (header.dtype === DType.JSON) body = parseJsonFrame(rest[0], typeName(header.type));
+        } catch {
+          continue; // not one of ours: ignore (role processes only send well-formed messages)
+        }
+        if (header.type === MsgType.HELLO) {
+          this.register(id, body);
+          continue;
+        }
+        const peer = [...this.peers.values()].find((p) => p.routingId.equals(id));
+        if (!peer) continue;
+        peer.lastSeen = Date.now();
+        if (header.type === MsgType.HEARTBEAT) continue;
+        if (header.type === MsgType.FAIL) {
+          const f = body as FailMsg;
+          this.fail(new PsError(ErrorCode.PEER_LOST, `${peerName(peer.role, peer.rank)} failed: ${isObject(f) ? String(f.message) : "unknown error"}`));
+          continue;
+        }
+        const ev: ControlEvent = { peer, header, body, frames: rest };
+        const w = this.waiters.shift();
+        if (w) w(ev);
+        else this.queue.push(ev);
+      }
+    } catch (err) {
+      if (!this.closed) this.fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private register(id: Buffer, body: unknown): void {
+    if (!isObject(body)) return;
+    const h = body as unknown as HelloMsg;
+    if ((h.role !== "server" && h.role !== "worker") || !Number.isInteger(h.rank)) return;
+    const key = `${h.role}:${h.rank}`;
+    if (!this.expected.has(key)) return;
+    this.peers.set(key, { role: h.role, rank: h.rank, pid: h.pid, routingId: Buffer.from(id), lastSeen: Date.now() });
+    this.queue.push({ peer: this.peers.get(key)!, header: makeHeader(MsgType.HELLO), body, frames: [] });
+    const w = this.waiters.shift();
+    if (w) w(this.queue.pop()!);
+  }
+
+  /** Wait for every expected peer's HELLO; the error names the ones that never came. */
+  async waitForHellos(timeoutMs = this.timeoutMs): Promise<void> {
+    const seen = new Set<string>();
+    await this.collect(MsgType.HELLO, this.expected.size, timeoutMs, (ev) => seen.add(`${ev.peer.role}:${ev.peer.rank}`), () =>
+      [...this.expected].filter((k) => !seen.has(k)),
+    );
+  }
+
+  /**
+   * Wait for `count` messages of `type`; `missing()` names who has not sent one when the
+   * deadline passes. Messages of other types stay queued.
+   */
+  async collect(type: MsgType, count: number, timeoutMs: number, each: (ev: ControlEvent) => void, missing: () => string[]): Promise<void> {
+    let got = 0;
+    const deadline = Date.now() + timeoutMs;
+    while (got < count) {
+      const remaining = deadline - Date.now();
+      const ev = remaining > 0 ? await this.next([type], remaining) : null;
+      if (!ev) {
+        const names = missing().map((k) => {
+          const [role, rank] = k.split(":");
+          return peerName(role as Role, Number(rank));
+        });
+        throw new PsError(ErrorCode.TIMEOUT, `no ${typeName(type)} within ${timeoutMs} ms from ${names.join(", ") || "?"}`);
+      }
+      each(ev);
+      got++;
+    }
+  }
+
+  /** The next event of one of `types`, or null at the deadline; rejects when the run fails. */
+  async next(types: readonly MsgType[], timeoutMs: number): Promise<ControlEvent | null> {
+    const i = this.queue.findIndex((e) => types.includes(e.header.type));
+    if (i >= 0) return this.queue.splice(i, 1)[0]!;
+    if (this.failed) throw this.failed;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return null;
+      let waiter: ((e: ControlEvent) => void) | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      const got = await Promise.race([
+        new Promise<ControlEvent | null>((resolve) => {
+          waiter = resolve;
+          this.waiters.push(waiter);
+          timer = setTimeout(() => resolve(null), remaining);
+        }),
+        this.failure,
+      ]).finally(() => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+      });
+      if (got === null) return null;
+      if (types.includes(got.header.type)) return got;
+      this.queue.push(got);
+    }
+  }
+
+  async send(role: Role, rank: number, type: MsgType, body: unknown = null, extra: Buffer[] = []): Promise<void> {
+    const peer = this.peers.get(`${role}:${rank}`);
+    if (!peer) throw new PsError(ErrorCode.PEER_LOST, `${peerName(role, rank)} is not registered`);
+    const frames: Buffer[] = [];
+    if (body !== null) frames.push(Buffer.from(JSON.stringify(body)));
+    frames.push(...extra);
+    let n = 0;
+    for (const f of frames) n += f.byteLength;
+    const header = makeHeader(type, { runId: this.runId, rank: -1, dtype: body !== null ? DType.JSON : DType.NONE, byteLength: n });
+    await this.router.send([peer.routingId, encodeHeader(header), ...frames]);
+  }
+
+  async broadcast(role: Role | null, type: MsgType, body: unknown = null): Promise<void> {
+    for (const p of this.peers.values()) if (role === null || p.role === role) await this.send(p.role, p.rank, type, body);
+  }
+
+  peer(role: Role, rank: number): PeerInfo | undefined {
+    return this.peers.get(`${role}:${rank}`);
+  }
+
+  /** Fail the run when a registered peer has been silent for longer than the timeout. */
+  startWatchdog(intervalMs: number, silenceMs: number): void {
+    this.watchdog = setInterval(() => {
+      const now = Date.now();
+      for (const p of this.peers.values()) {
+        if (now - p.lastSeen > silenceMs) {
+          this.fail(new PsError(ErrorCode.PEER_LOST, `${peerName(p.role, p.rank)} (pid ${p.pid}) sent no heartbeat for ${now - p.lastSeen} ms`));
+        }
+      }
+    }, intervalMs);
+    this.watchdog.unref();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.router.close();
+  }
+}

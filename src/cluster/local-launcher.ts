@@ -1,0 +1,94 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { ErrorCode, PsError } from "../util/errors.js";
+import { peerName } from "./coordinator.js";
+import type { Role } from "./messages.js";
+
+const ROLE_MAIN = fileURLToPath(new URL("./role-main.js", import.meta.url));
+
+/**
+ * glibc returns big freed blocks to the OS (munmap) by default, and touching fresh pages costs
+ * ~11 us per 4 KiB here: a new 16 MiB message buffer would cost ~45 ms. These keep freed memory
+ * in the process so buffers are reused (measured by scripts/bench-ps.ts with both settings).
+ */
+export const TUNED_MALLOC_ENV: Record<string, string> = {
+  MALLOC_MMAP_THRESHOLD_: "1073741824",
+  MALLOC_TRIM_THRESHOLD_: "4294967296",
+  MALLOC_TOP_PAD_: "268435456",
+};
+
+interface Child {
+  role: Role;
+  rank: number;
+  proc: ChildProcess;
+  log: string;
+  exited: boolean;
+}
+
+/** Starts role processes on this machine and reports any that dies before it is told to stop. */
+export class LocalLauncher {
+  private readonly children: Child[] = [];
+  private stopping = false;
+
+  constructor(
+    private readonly coordinatorEndpoint: string,
+    private readonly timeoutMs: number,
+    private readonly onUnexpectedExit: (err: Error) => void,
+    private readonly malloc: "tuned" | "default" = "tuned",
+  ) {}
+
+  start(role: Role, rank: number, logFile: string): void {
+    const fd = openSync(logFile, "a");
+    const env = { ...process.env };
+    if (this.malloc === "tuned") for (const [k, v] of Object.entries(TUNED_MALLOC_ENV)) env[k] ??= v;
+    const proc = spawn(
+      process.execPath,
+      [ROLE_MAIN, "--role", role, "--rank", String(rank), "--coordinator", this.coordinatorEndpoint, "--timeout-ms", String(this.timeoutMs)],
+      { stdio: ["ignore", fd, fd, "ipc"], env },
+    );
+    closeSync(fd);
+    const child: Child = { role, rank, proc, log: logFile, exited: false };
+    this.children.push(child);
+    proc.on("exit", (code, signal) => {
+      child.exited = true;
+      if (this.stopping && code === 0) return;
+      if (this.stopping && signal === "SIGKILL") return;
+      const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+      this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} (pid ${proc.pid}) ${how}${this.tail(logFile)}`));
+    });
+    proc.on("error", (err) => this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} could not start: ${err.message}`)));
+  }
+
+  pids(): { role: Role; rank: number; pid: number | undefined }[] {
+    return this.children.map((c) => ({ role: c.role, rank: c.rank, pid: c.proc.pid }));
+  }
+
+  /** Wait up to graceMs for every child to exit, then kill the rest. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    const deadline = Date.now() + graceMs;
+    while (this.children.some((c) => !c.exited) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await this.killAll();
+  }
+
+  async killAll(): Promise<void> {
+    this.stopping = true;
+    const alive = this.children.filter((c) => !c.exited);
+    for (const c of alive) c.proc.kill("SIGKILL");
+    const deadline = Date.now() + 5000;
+    while (alive.some((c) => !c.exited) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  private tail(logFile: string): string {
+    try {
+      const text = readFileSync(logFile, "utf8").trim();
+      if (!text) return "";
+      const lines = text.split("\n");
+      const last = lines.slice(-1)[0] ?? "";
+      return `; last log line: ${last.slice(0, 300)} (log: ${logFile})`;
+    } catch {
+      return "";
+    }
+  }
+}

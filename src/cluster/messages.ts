@@ -1,0 +1,75 @@
+import type { TrainConfig } from "../config/train-config.js";
+import type { KeyRange } from "../ps/key-range.js";
+
+/** Control-plane payloads (JSON frames on the coordinator channel; tensors never go here). */
+export type Role = "server" | "worker";
+
+export interface HelloMsg {
+  role: Role;
+  rank: number;
+  pid: number;
+}
+
+export interface ConfigMsg {
+  config: TrainConfig;
+  runId: number;
+  runTag: string;
+  paramCount: number;
+  ranges: KeyRange[];
+  /** steps every worker takes (the same for all, so sync and SSP end together) */
+  stepsPerWorker: number;
+}
+
+export interface ReadyMsg {
+  endpoint?: string;
+  /** worker: samples in its data shard */
+  shardSize?: number;
+}
+
+export interface MapMsg {
+  servers: { shard: number; endpoint: string; range: KeyRange }[];
+}
+
+/** One worker step as reported to the coordinator. */
+export interface StepRecord {
+  step: number;
+  /** wall-clock ms since START at the end of the step */
+  t: number;
+  loss: number;
+  correct: number;
+  samples: number;
+  /** staleness of this step's push, max over shards */
+  staleness: number;
+  computeMs: number;
+  commMs: number;
+}
+
+export interface ProgressMsg {
+  rank: number;
+  steps: StepRecord[];
+}
+
+export interface WorkerStats {
+  rank: number;
+  steps: number;
+  samples: number;
+  bytesSent: number;
+  bytesReceived: number;
+  computeSeconds: number;
+  commSeconds: number;
+  slowFactor: number;
+  stoppedEarly: boolean;
+}
+
+export interface DoneMsg {
+  worker?: WorkerStats;
+}
+
+export interface FailMsg {
+  message: string;
+  code?: string;
+}
+
+export function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

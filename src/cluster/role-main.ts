@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+/**
+ * Entry point of every role process (server shard, worker). The launcher (or, in cluster mode,
+ * an agent) starts it with the coordinator's endpoint; everything else comes over the wire.
+ *
+ *   node role-main.js --role worker --rank 3 --coordinator ipc:///tmp/ps-train-x/coord.sock --timeout-ms 30000
+ */
+import { parseArgs } from "node:util";
+import { runServer } from "../ps/server-main.js";
+import { MsgType } from "../transport/header.js";
+import { errorLine, PsError } from "../util/errors.js";
+import { runWorker } from "../worker/worker-main.js";
+import { ControlClient } from "./control-client.js";
+import type { ConfigMsg, FailMsg, Role } from "./messages.js";
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      role: { type: "string" },
+      rank: { type: "string" },
+      coordinator: { type: "string" },
+      "timeout-ms": { type: "string", default: "30000" },
+    },
+  });
+  const role = values.role as Role | undefined;
+  const rank = Number(values.rank);
+  const timeoutMs = Number(values["timeout-ms"]);
+  if ((role !== "server" && role !== "worker") || !Number.isInteger(rank) || rank < 0 || !values.coordinator || !(timeoutMs > 0)) {
+    process.stderr.write("role-main: usage: --role server|worker --rank N --coordinator ENDPOINT [--timeout-ms MS]\n");
+    return 2;
+  }
+  const control = new ControlClient(values.coordinator, role, rank, timeoutMs);
+  // The coordinator going away must end this process, not leave it behind.
+  process.on("disconnect", () => process.exit(3));
+  try {
+    const cfgMsg = await control.hello();
+    const cfg = cfgMsg.body as ConfigMsg;
+    control.setRunId(cfg.runId);
+    control.startHeartbeat(cfg.config.heartbeatMs);
+    if (role === "server") await runServer(control, cfg, cfgMsg.frames[1]);
+    else {
+      await runWorker(control, cfg);
+      // Stay until the coordinator has read our results and says STOP.
+      await control.next([MsgType.STOP], cfg.config.timeoutMs * 4, "STOP");
+    }
+    control.close();
+    return 0;
+  } catch (err) {
+    const fail: FailMsg = { message: errorLine(err).replace(/^ps-train: /, "") };
+    if (err instanceof PsError) fail.code = err.code;
+    process.stderr.write(`${role} ${rank}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    await control.send(MsgType.FAIL, fail).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    control.close();
+    return 1;
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`${String(err)}\n`);
+    process.exit(1);
+  },
+);

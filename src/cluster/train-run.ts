@@ -1,0 +1,446 @@
+import { randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import type { TrainConfig } from "../config/train-config.js";
+import type { Dataset } from "../data/dataset.js";
+import { loadDataset } from "../data/load.js";
+import { partitionIndices } from "../data/partition.js";
+import { IntHistogram } from "../metrics/histogram.js";
+import { RunDir } from "../metrics/run-dir.js";
+import { selectBackend } from "../model/backend.js";
+import type { FlatModel } from "../model/model-api.js";
+import { createModel } from "../model/zoo.js";
+import { partitionKeys } from "../ps/key-range.js";
+import type { ShardStats } from "../ps/server-shard.js";
+import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
+import { f32Frame, f32View } from "../transport/frames.js";
+import { makeHeader, MsgType } from "../transport/header.js";
+import { PeerClient } from "../transport/peer-client.js";
+import { badOption, ErrorCode, PsError } from "../util/errors.js";
+import { Coordinator } from "./coordinator.js";
+import { LocalLauncher } from "./local-launcher.js";
+import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, WorkerStats } from "./messages.js";
+
+export interface RunHooks {
+  /** called at most every ~100 ms with the run's progress (the CLI draws its bar from it) */
+  onProgress?: (p: Progress) => void;
+  onEval?: (e: EvalRecord) => void;
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface Progress {
+  epoch: number;
+  epochs: number;
+  globalStep: number;
+  totalSteps: number;
+  loss: number;
+  accuracy: number;
+  samplesPerSecond: number;
+  testAccuracy: number | null;
+}
+
+export interface EvalRecord {
+  type: "eval";
+  /** training seconds (evaluation pauses excluded) when the snapshot was taken */
+  t: number;
+  epoch: number;
+  globalStep: number;
+  testLoss: number;
+  testAccuracy: number;
+}
+
+export interface Summary {
+  status: "ok";
+  mode: string;
+  comm: "ps";
+  workers: number;
+  servers: number;
+  model: string;
+  dataset: string;
+  backend: string;
+  paramCount: number;
+  batchSize: number;
+  globalBatch: number;
+  optimizer: string;
+  lr: number;
+  epochs: number;
+  epochsCompleted: number;
+  steps: number;
+  stepsPerWorker: number;
+  samples: number;
+  testAccuracy: number;
+  testLoss: number;
+  wallSeconds: number;
+  trainSeconds: number;
+  evalSeconds: number;
+  samplesPerSecond: number;
+  bytesSent: number;
+  bytesReceived: number;
+  bytesByRole: { worker: { sent: number; received: number }; server: { sent: number; received: number } };
+  staleness: { mean: number; p99: number; max: number };
+  readGap: { mean: number; p99: number; max: number };
+  readsWaited: number;
+  serverErrors: Record<string, number>;
+  workerComputeSeconds: number;
+  workerCommSeconds: number;
+  targetAccuracy: number | null;
+  timeToTargetSeconds: number | null;
+  stoppedEarly: boolean;
+  evals: EvalRecord[];
+  workerStats: WorkerStats[];
+}
+
+export interface PreparedRun {
+  config: TrainConfig;
+  dataset: Dataset;
+  model: FlatModel;
+  backend: string;
+  stepsPerWorker: number;
+}
+
+const PKG_VERSION = (createRequire(import.meta.url)("../../../package.json") as { version: string }).version;
+
+/** Steps each worker takes: the whole run covers `epochs` passes over the training set. */
+export function stepsPerWorker(cfg: TrainConfig, trainCount: number): number {
+  if (cfg.maxSteps > 0) return cfg.maxSteps;
+  return Math.max(1, Math.floor((cfg.epochs * trainCount) / (cfg.workers * cfg.batchSize)));
+}
+
+/**
+ * Everything that can be wrong with the input is found here, before a process starts or a
+ * file is written: the dataset, the model against the dataset's shape, the partition, --out.
+ */
+export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
+  if (config.out) RunDir.check(config.out);
+  const dataset = await loadDataset(config.dataset, { seed: config.seed, trainLimit: config.trainLimit, testLimit: config.testLimit });
+  partitionIndices(dataset.trainY, dataset.trainCount, config.workers, config.partition, config.seed, dataset.task);
+  const { backend } = await selectBackend(config.backend);
+  const model = createModel(config.model, dataset.inputShape, dataset.numOutputs, dataset.task);
+  if (config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
+  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount) };
+}
+
+/** Run a whole training job on this machine: coordinator here, shards and workers as child processes. */
+export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise<Summary> {
+  const wall0 = performance.now();
+  const { config: cfg, dataset, model } = prep;
+  const log = hooks.log ?? (() => undefined);
+  const runId = randomBytes(4).readUInt32LE(0) || 1;
+  const runTag = `${process.pid}-${runId.toString(16)}`;
+  const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
+  const runDir = RunDir.create(out);
+  const ranges = partitionKeys(model.size, cfg.servers);
+  const totalSteps = prep.stepsPerWorker;
+  const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
+
+  const coordinator = new Coordinator(runId, cfg.timeoutMs);
+  const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
+  const launcher = new LocalLauncher(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
+  const shardClients: PeerClient[] = [];
+  const cleanup = async () => {
+    for (const c of shardClients) c.close();
+    await launcher.killAll();
+    coordinator.close();
+    if (cfg.transport === "ipc") removeIpcDir(runTag);
+    await runDir.close();
+  };
+
+  try {
+    for (let k = 0; k < cfg.servers; k++) {
+      coordinator.expect("server", k);
+      launcher.start("server", k, runDir.logFile(`server-${k}.log`));
+    }
+    for (let r = 0; r < cfg.workers; r++) {
+      coordinator.expect("worker", r);
+      launcher.start("worker", r, runDir.logFile(`worker-${r}.log`));
+    }
+    await coordinator.waitForHellos();
+    coordinator.startWatchdog(cfg.heartbeatMs, Math.max(cfg.timeoutMs, 5 * cfg.heartbeatMs));
+
+    const init = model.init(cfg.seed);
+    const cfgMsg: ConfigMsg = { config, runId, runTag, paramCount: model.size, ranges, stepsPerWorker: totalSteps };
+    for (let k = 0; k < cfg.servers; k++) {
+      const r = ranges[k]!;
+      await coordinator.send("server", k, MsgType.CONFIG, cfgMsg, [f32Frame(init.subarray(r.start, r.end))]);
+    }
+    for (let w = 0; w < cfg.workers; w++) await coordinator.send("worker", w, MsgType.CONFIG, cfgMsg);
+
+    const map: MapMsg = { servers: [] };
+    await coordinator.collect(MsgType.READY, cfg.servers, cfg.timeoutMs, (ev) => {
+      const body = ev.body as ReadyMsg;
+      if (ev.peer.role !== "server" || typeof body?.endpoint !== "string") throw new PsError(ErrorCode.PEER_LOST, `unexpected READY from ${ev.peer.role} ${ev.peer.rank}`);
+      map.servers.push({ shard: ev.peer.rank, endpoint: body.endpoint, range: ranges[ev.peer.rank]! });
+    }, () => missingOf(cfg.servers, new Set(map.servers.map((s) => s.shard)), "server"));
+    map.servers.sort((a, b) => a.shard - b.shard);
+    config.servers = cfg.servers;
+    runDir.writeJson("config.json", {
+      ...config,
+      backend: prep.backend,
+      backendRequested: cfg.backend,
+      versions: { psTrain: PKG_VERSION, node: process.version },
+      paramCount: model.size,
+      stepsPerWorker: totalSteps,
+      cluster: { coordinator: endpoint, servers: map.servers, processes: launcher.pids() },
+    });
+    await coordinator.broadcast("worker", MsgType.MAP, map);
+    const readyWorkers = new Set<number>();
+    await coordinator.collect(MsgType.READY, cfg.workers, cfg.timeoutMs + 60_000, (ev) => readyWorkers.add(ev.peer.rank), () =>
+      missingOf(cfg.workers, readyWorkers, "worker"),
+    );
+
+    for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
+    const evaluator = new Evaluator(model, dataset, shardClients, map, runId);
+
+    // ---- training ----
+    await coordinator.broadcast("worker", MsgType.START);
+    const train0 = performance.now();
+    let pausedMs = 0;
+    const trainSeconds = () => (performance.now() - train0 - pausedMs) / 1000;
+    const globalBatch = cfg.workers * cfg.batchSize;
+    const stepsPerEpoch = dataset.trainCount / globalBatch;
+    const evalEvery = cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round(cfg.targetAccuracy !== null ? stepsPerEpoch / 5 : stepsPerEpoch));
+    let nextEval = evalEvery;
+    const workerSteps = new Array<number>(cfg.workers).fill(0);
+    let totalWorkerSteps = 0;
+    let samples = 0;
+    const done = new Map<number, WorkerStats>();
+    const evals: EvalRecord[] = [];
+    let timeToTarget: number | null = null;
+    let stopRequested = false;
+    let emaLoss = NaN;
+    let emaAcc = NaN;
+    let lastProgress = 0;
+    let lastEval: EvalRecord | null = null;
+
+    const doEval = async () => {
+      const p0 = performance.now();
+      const t = trainSeconds();
+      const globalStep = totalWorkerSteps / cfg.workers;
+      const res = await evaluator.evaluate(true);
+      const rec: EvalRecord = { type: "eval", t, epoch: (globalStep * globalBatch) / dataset.trainCount, globalStep, testLoss: res.loss, testAccuracy: res.accuracy };
+      pausedMs += performance.now() - p0;
+      evals.push(rec);
+      lastEval = rec;
+      runDir.metric(rec as unknown as Record<string, unknown>);
+      hooks.onEval?.(rec);
+      log("eval", rec as unknown as Record<string, unknown>);
+      if (cfg.targetAccuracy !== null && timeToTarget === null && res.accuracy >= cfg.targetAccuracy) {
+        timeToTarget = t;
+        stopRequested = true;
+        await evaluator.stopShards();
+      }
+    };
+
+    while (done.size < cfg.workers) {
+      const ev = await coordinator.next([MsgType.PROGRESS, MsgType.DONE], cfg.timeoutMs * 2);
+      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `no progress from any worker for ${cfg.timeoutMs * 2} ms (waiting for ${missingOf(cfg.workers, new Set(done.keys()), "worker").join(", ")})`);
+      if (ev.header.type === MsgType.DONE) {
+        const d = ev.body as DoneMsg;
+        if (d.worker) done.set(ev.peer.rank, d.worker);
+        continue;
+      }
+      const pm = ev.body as ProgressMsg;
+      for (const s of pm.steps) {
+        workerSteps[pm.rank] = s.step + 1;
+        totalWorkerSteps++;
+        samples += s.samples;
+        const acc = s.samples > 0 ? s.correct / s.samples : 0;
+        emaLoss = Number.isNaN(emaLoss) ? s.loss : 0.95 * emaLoss + 0.05 * s.loss;
+        emaAcc = Number.isNaN(emaAcc) ? acc : 0.95 * emaAcc + 0.05 * acc;
+        runDir.metric({
+          type: "step",
+          worker: pm.rank,
+          step: s.step,
+          t: s.t / 1000,
+          epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+          loss: s.loss,
+          accuracy: acc,
+          samples: s.samples,
+          staleness: s.staleness,
+          computeMs: s.computeMs,
+          commMs: s.commMs,
+        });
+        if (!Number.isFinite(s.loss)) {
+          throw new PsError(ErrorCode.DIVERGED, `training diverged: worker ${pm.rank} reported loss ${s.loss} at step ${s.step} (lower --lr?)`);
+        }
+      }
+      if (!stopRequested && totalWorkerSteps / cfg.workers >= nextEval && totalWorkerSteps < totalSteps * cfg.workers) {
+        nextEval += evalEvery;
+        await doEval();
+      }
+      const now = performance.now();
+      if (hooks.onProgress && now - lastProgress > 100) {
+        lastProgress = now;
+        const ts = trainSeconds();
+        hooks.onProgress({
+          epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+          epochs: (totalSteps * globalBatch) / dataset.trainCount,
+          globalStep: totalWorkerSteps / cfg.workers,
+          totalSteps,
+          loss: emaLoss,
+          accuracy: emaAcc,
+          samplesPerSecond: ts > 0 ? samples / ts : 0,
+          testAccuracy: (lastEval as EvalRecord | null)?.testAccuracy ?? null,
+        });
+      }
+    }
+    const trainS = trainSeconds();
+
+    // ---- the end: final weights, statistics, model ----
+    const stats = await evaluator.shardStats();
+    const final = await evaluator.evaluate(false);
+    const finalT = trainS;
+    const finalRec: EvalRecord = {
+      type: "eval",
+      t: finalT,
+      epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+      globalStep: totalWorkerSteps / cfg.workers,
+      testLoss: final.loss,
+      testAccuracy: final.accuracy,
+    };
+    evals.push(finalRec);
+    runDir.metric(finalRec as unknown as Record<string, unknown>);
+    hooks.onEval?.(finalRec);
+    if (cfg.targetAccuracy !== null && timeToTarget === null && final.accuracy >= cfg.targetAccuracy) timeToTarget = finalT;
+    model.setWeights(evaluator.weights);
+    await model.save(runDir.modelDir);
+
+    await coordinator.broadcast(null, MsgType.STOP);
+    await launcher.stop(cfg.timeoutMs);
+
+    const staleness = new IntHistogram();
+    const readGap = new IntHistogram();
+    const serverErrors: Record<string, number> = {};
+    let serverSent = 0;
+    let serverReceived = 0;
+    let readsWaited = 0;
+    for (const s of stats) {
+      staleness.merge(s.staleness);
+      readGap.merge(s.readGap);
+      readsWaited += s.readsWaited;
+      serverSent += s.bytesSent;
+      serverReceived += s.bytesReceived;
+      for (const [k, v] of Object.entries(s.errors)) serverErrors[k] = (serverErrors[k] ?? 0) + v;
+    }
+    const workerStats = [...done.values()].sort((a, b) => a.rank - b.rank);
+    const wSent = workerStats.reduce((a, w) => a + w.bytesSent, 0);
+    const wRecv = workerStats.reduce((a, w) => a + w.bytesReceived, 0);
+    const pick = (h: IntHistogram) => {
+      const s = h.summary();
+      return { mean: s.mean, p99: s.p99, max: s.max };
+    };
+    const summary: Summary = {
+      status: "ok",
+      mode: cfg.mode,
+      comm: "ps",
+      workers: cfg.workers,
+      servers: cfg.servers,
+      model: cfg.model,
+      dataset: cfg.dataset,
+      backend: prep.backend,
+      paramCount: model.size,
+      batchSize: cfg.batchSize,
+      globalBatch,
+      optimizer: cfg.optimizer,
+      lr: cfg.lr,
+      epochs: cfg.epochs,
+      epochsCompleted: samples / dataset.trainCount,
+      steps: totalWorkerSteps / cfg.workers,
+      stepsPerWorker: totalSteps,
+      samples,
+      testAccuracy: final.accuracy,
+      testLoss: final.loss,
+      wallSeconds: (performance.now() - wall0) / 1000,
+      trainSeconds: trainS,
+      evalSeconds: pausedMs / 1000,
+      samplesPerSecond: trainS > 0 ? samples / trainS : 0,
+      bytesSent: wSent,
+      bytesReceived: wRecv,
+      bytesByRole: { worker: { sent: wSent, received: wRecv }, server: { sent: serverSent, received: serverReceived } },
+      staleness: pick(staleness),
+      readGap: pick(readGap),
+      readsWaited,
+      serverErrors,
+      workerComputeSeconds: workerStats.reduce((a, w) => a + w.computeSeconds, 0),
+      workerCommSeconds: workerStats.reduce((a, w) => a + w.commSeconds, 0),
+      targetAccuracy: cfg.targetAccuracy,
+      timeToTargetSeconds: timeToTarget,
+      stoppedEarly: stopRequested,
+      evals,
+      workerStats,
+    };
+    runDir.writeJson("summary.json", summary);
+    return summary;
+  } catch (err) {
+    const e = coordinator.failed ?? err;
+    try {
+      runDir.writeJson("summary.json", { status: "failed", error: e instanceof Error ? e.message : String(e), code: e instanceof PsError ? e.code : undefined });
+    } catch {
+      /* the error below is what matters */
+    }
+    throw e;
+  } finally {
+    await cleanup();
+  }
+}
+
+function missingOf(n: number, have: Set<number>, role: "server" | "worker"): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) if (!have.has(i)) out.push(`${role}:${i}`);
+  return out;
+}
+
+/**
+ * Reads the model from the shards (pausing training so evaluation time is not counted as
+ * training time, as the PyTorch reference script does) and scores it on the test set.
+ */
+class Evaluator {
+  readonly weights: Float32Array;
+
+  constructor(
+    private readonly model: FlatModel,
+    private readonly dataset: Dataset,
+    private readonly clients: PeerClient[],
+    private readonly map: MapMsg,
+    private readonly runId: number,
+  ) {
+    this.weights = new Float32Array(model.size);
+  }
+
+  private all<T>(f: (c: PeerClient, k: number) => Promise<T>): Promise<T[]> {
+    return Promise.all(this.clients.map(f));
+  }
+
+  private header(type: MsgType) {
+    return makeHeader(type, { runId: this.runId, rank: -1 });
+  }
+
+  async snapshot(): Promise<void> {
+    const replies = await this.all((c) => c.request(this.header(MsgType.SNAPSHOT)));
+    replies.forEach((r, k) => {
+      const s = this.map.servers[k]!;
+      const f = r.frames[0];
+      if (!f) throw new PsError(ErrorCode.PEER_LOST, `server shard ${s.shard} sent an empty snapshot`);
+      this.weights.set(f32View(f), s.range.start);
+    });
+  }
+
+  async evaluate(pause: boolean): Promise<{ loss: number; accuracy: number }> {
+    if (pause) await this.all((c) => c.request(this.header(MsgType.PAUSE)));
+    try {
+      await this.snapshot();
+      this.model.setWeights(this.weights);
+      return this.model.evaluate(this.dataset.testX, this.dataset.testY, this.dataset.testCount);
+    } finally {
+      if (pause) await this.all((c) => c.request(this.header(MsgType.RESUME)));
+    }
+  }
+
+  async stopShards(): Promise<void> {
+    await this.all((c) => c.request(this.header(MsgType.STOP)));
+  }
+
+  async shardStats(): Promise<ShardStats[]> {
+    const replies = await this.all((c) => c.request(this.header(MsgType.STATS)));
+    return replies.map((r) => JSON.parse(r.frames[0]?.toString("utf8") ?? "{}") as ShardStats);
+  }
+}

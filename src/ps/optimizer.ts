@@ -1,0 +1,101 @@
+import type { OptimizerConfig } from "../config/train-config.js";
+
+/**
+ * Server-side optimizers over one shard's slice of the flat parameter vector, in place.
+ * Definitions follow torch.optim: SGD with heavy-ball momentum (v = mu v + g; w -= lr v) and
+ * Adam with bias correction; weight decay is L2 added to the gradient.
+ */
+export interface ShardOptimizer {
+  /** w -= update(scale * g) at learning rate lr */
+  apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void;
+  /** state for checkpoints: named Float32Arrays plus scalars */
+  state(): { tensors: Record<string, Float32Array>; scalars: Record<string, number> };
+}
+
+class Sgd implements ShardOptimizer {
+  constructor(private readonly wd: number) {}
+  apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void {
+    const wd = this.wd;
+    const n = w.length;
+    if (wd === 0) {
+      const a = lr * scale;
+      for (let i = 0; i < n; i++) w[i] = w[i]! - a * g[i]!;
+    } else {
+      for (let i = 0; i < n; i++) w[i] = w[i]! - lr * (scale * g[i]! + wd * w[i]!);
+    }
+  }
+  state() {
+    return { tensors: {}, scalars: {} };
+  }
+}
+
+class Momentum implements ShardOptimizer {
+  private readonly v: Float32Array;
+  constructor(
+    n: number,
+    private readonly mu: number,
+    private readonly wd: number,
+  ) {
+    this.v = new Float32Array(n);
+  }
+  apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void {
+    const { v, mu, wd } = this;
+    const n = w.length;
+    for (let i = 0; i < n; i++) {
+      const gi = scale * g[i]! + wd * w[i]!;
+      const vi = mu * v[i]! + gi;
+      v[i] = vi;
+      w[i] = w[i]! - lr * vi;
+    }
+  }
+  state() {
+    return { tensors: { v: this.v }, scalars: {} };
+  }
+}
+
+class Adam implements ShardOptimizer {
+  private readonly m: Float32Array;
+  private readonly v: Float32Array;
+  private t = 0;
+  constructor(
+    n: number,
+    private readonly b1: number,
+    private readonly b2: number,
+    private readonly eps: number,
+    private readonly wd: number,
+  ) {
+    this.m = new Float32Array(n);
+    this.v = new Float32Array(n);
+  }
+  apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void {
+    const { m, v, b1, b2, eps, wd } = this;
+    this.t++;
+    const c1 = 1 - Math.pow(b1, this.t);
+    const c2 = 1 - Math.pow(b2, this.t);
+    const step = lr / c1;
+    const sc2 = Math.sqrt(c2);
+    const n = w.length;
+    for (let i = 0; i < n; i++) {
+      const gi = scale * g[i]! + wd * w[i]!;
+      const mi = b1 * m[i]! + (1 - b1) * gi;
+      const vi = b2 * v[i]! + (1 - b2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      w[i] = w[i]! - (step * mi) / (Math.sqrt(vi) / sc2 + eps);
+    }
+  }
+  state() {
+    return { tensors: { m: this.m, v: this.v }, scalars: { t: this.t } };
+  }
+}
+
+export function createOptimizer(cfg: OptimizerConfig, n: number): ShardOptimizer {
+  switch (cfg.optimizer) {
+    case "sgd":
+      return new Sgd(cfg.weightDecay);
+    case "momentum":
+      return new Momentum(n, cfg.momentum, cfg.weightDecay);
+    case "adam":
+      return new Adam(n, cfg.beta1, cfg.beta2, cfg.epsilon, cfg.weightDecay);
+  }
+}

@@ -1,0 +1,57 @@
+import { Router } from "zeromq";
+import type { ControlClient } from "../cluster/control-client.js";
+import type { ConfigMsg } from "../cluster/messages.js";
+import { createMode } from "../modes/index.js";
+import { bindAddress } from "../transport/endpoint.js";
+import { f32View } from "../transport/frames.js";
+import { encodeHeader, MsgType } from "../transport/header.js";
+import { ServerShard } from "./server-shard.js";
+
+/**
+ * The server-shard process: binds a ROUTER (workers and the coordinator connect DEALERs),
+ * reports the endpoint it actually bound, then serves until the coordinator says STOP.
+ */
+export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initFrame: Buffer | undefined): Promise<void> {
+  const shardIndex = control.rank;
+  const range = cfgMsg.ranges[shardIndex];
+  if (!range) throw new Error(`server ${shardIndex}: no key range in the config`);
+  if (!initFrame) throw new Error(`server ${shardIndex}: CONFIG carried no initial weights`);
+  const cfg = cfgMsg.config;
+  const shard = new ServerShard({
+    shard: shardIndex,
+    runId: cfgMsg.runId,
+    range,
+    workers: cfg.workers,
+    mode: createMode(cfg.mode, cfg.staleness),
+    optimizer: { ...cfg, totalSteps: cfgMsg.stepsPerWorker },
+    init: f32View(initFrame),
+  });
+
+  // Bounded queues: a fast or hostile pusher cannot grow this process's memory without bound.
+  const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
+  await router.bind(bindAddress(cfg.transport, cfgMsg.runTag, `server-${shardIndex}`));
+  const endpoint = router.lastEndpoint;
+  if (!endpoint) throw new Error(`server ${shardIndex}: bound socket reports no endpoint`);
+
+  let stopping = false;
+  control.onStop = () => {
+    stopping = true;
+    router.close();
+  };
+  await control.send(MsgType.READY, { endpoint });
+
+  try {
+    await serveShard(router, shard);
+  } catch (err) {
+    if (!stopping) throw err;
+  }
+}
+
+/** Serve one shard on a bound ROUTER until the socket is closed. */
+export async function serveShard(router: Router, shard: ServerShard): Promise<void> {
+  for await (const [from, ...frames] of router) {
+    if (from === undefined) continue;
+    const out = shard.handle(from, frames);
+    for (const o of out) await router.send([o.to, encodeHeader(o.header), ...o.frames]);
+  }
+}

@@ -1,0 +1,316 @@
+import type { OptimizerConfig } from "../config/train-config.js";
+import { type HistogramJson, IntHistogram } from "../metrics/histogram.js";
+import type { ConsistencyMode, ShardClocks } from "../modes/mode.js";
+import { allFinite, f32View } from "../transport/frames.js";
+import { decodeHeader, DType, Flag, type Header, makeHeader, MsgType, typeName, WireError } from "../transport/header.js";
+import type { KeyRange } from "./key-range.js";
+import { learningRate } from "./lr-schedule.js";
+import { createOptimizer, type ShardOptimizer } from "./optimizer.js";
+
+/** A message to send: to the peer with routing id `to`. */
+export interface Outgoing {
+  to: Buffer;
+  header: Header;
+  frames: Buffer[];
+}
+
+export interface ServerShardOptions {
+  shard: number;
+  runId: number;
+  range: KeyRange;
+  workers: number;
+  mode: ConsistencyMode;
+  optimizer: OptimizerConfig;
+  /** the initial weights of this shard's range */
+  init: Float32Array;
+}
+
+interface PendingRead {
+  to: Buffer;
+  rank: number;
+  clock: number;
+  seq: number;
+  since: number;
+  /** staleness of the push that came with this read, echoed in the reply's status field */
+  staleness: number;
+}
+
+export interface ShardStats {
+  shard: number;
+  version: number;
+  appliedGradients: number;
+  clocks: number[];
+  staleness: HistogramJson;
+  /** for every answered read: reader's clock minus the slowest worker's clock */
+  readGap: HistogramJson;
+  readsWaited: number;
+  readWaitSeconds: number;
+  errors: Record<string, number>;
+  bytesReceived: number;
+  bytesSent: number;
+  applySeconds: number;
+}
+
+/**
+ * One parameter-server shard: the weights of one key range, their optimizer state, the
+ * per-worker clocks, and the consistency mode that decides when pushes apply and reads answer.
+ * It is a pure state machine (messages in, messages out) so that it is tested without sockets.
+ */
+export class ServerShard implements ShardClocks {
+  readonly weights: Float32Array;
+  readonly workers: number;
+  version = 0;
+  appliedGradients = 0;
+  private readonly clocks: Int32Array;
+  private readonly optimizer: ShardOptimizer;
+  private readonly accum: Float32Array;
+  private accumCount = 0;
+  private pending: PendingRead[] = [];
+  private paused = false;
+  private stopping = false;
+  private replyBuf: Buffer | null = null;
+  private replyVersion = -1;
+  private readonly scratch: Float32Array;
+  readonly staleness = new IntHistogram();
+  readonly readGap = new IntHistogram();
+  private readsWaited = 0;
+  private readWaitMs = 0;
+  private applyMs = 0;
+  readonly errors: Record<string, number> = {};
+  bytesReceived = 0;
+  bytesSent = 0;
+
+  constructor(private readonly opts: ServerShardOptions) {
+    const n = opts.range.end - opts.range.start;
+    if (opts.init.length !== n) throw new RangeError(`shard ${opts.shard}: initial weights have ${opts.init.length} values, range has ${n}`);
+    this.weights = Float32Array.from(opts.init);
+    this.workers = opts.workers;
+    this.clocks = new Int32Array(opts.workers);
+    this.optimizer = createOptimizer(opts.optimizer, n);
+    this.accum = new Float32Array(opts.mode.pushPolicy === "aggregate" ? n : 0);
+    this.scratch = new Float32Array(n);
+  }
+
+  clockOf(rank: number): number {
+    return this.clocks[rank] ?? 0;
+  }
+
+  minClock(): number {
+    let m = Infinity;
+    for (let i = 0; i < this.clocks.length; i++) m = Math.min(m, this.clocks[i]!);
+    return m === Infinity ? 0 : m;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  get pendingReads(): number {
+    return this.pending.length;
+  }
+
+  /** Handle one message from `from`; returns the replies to send now (possibly to other peers). */
+  handle(from: Buffer, frames: Buffer[], now = Date.now()): Outgoing[] {
+    for (const f of frames) this.bytesReceived += f.byteLength;
+    let header: Header | undefined;
+    try {
+      const [head, ...payload] = frames;
+      header = decodeChecked(head, this.opts.runId);
+      return this.dispatch(from, header, payload, now);
+    } catch (err) {
+      if (!(err instanceof WireError)) throw err;
+      this.errors[err.reason] = (this.errors[err.reason] ?? 0) + 1;
+      return [this.errorReply(from, header, err)];
+    }
+  }
+
+  private dispatch(from: Buffer, h: Header, payload: Buffer[], now: number): Outgoing[] {
+    switch (h.type) {
+      case MsgType.PUSH_PULL: {
+        this.checkWorker(h);
+        const staleness = this.push(h, payload);
+        return this.read(from, h.rank, this.clocks[h.rank]!, h.seq, now, staleness);
+      }
+      case MsgType.PUSH: {
+        this.checkWorker(h);
+        this.push(h, payload);
+        return [this.reply(from, MsgType.ACK, h.seq, [])];
+      }
+      case MsgType.PULL: {
+        this.checkWorker(h);
+        this.expectNoPayload(h, payload);
+        if (h.clock !== this.clocks[h.rank])
+          throw new WireError("clock", `worker ${h.rank} read at clock ${h.clock} but has pushed ${this.clocks[h.rank]} gradients`);
+        return this.read(from, h.rank, h.clock, h.seq, now);
+      }
+      case MsgType.SNAPSHOT:
+        this.checkCoordinator(h);
+        return [this.weightsReply(from, h.seq, 0)];
+      case MsgType.PAUSE:
+        this.checkCoordinator(h);
+        this.paused = true;
+        return [this.reply(from, MsgType.ACK, h.seq, [])];
+      case MsgType.RESUME: {
+        this.checkCoordinator(h);
+        this.paused = false;
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseReads(now)];
+      }
+      case MsgType.STOP: {
+        this.checkCoordinator(h);
+        this.stopping = true;
+        this.paused = false;
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseReads(now)];
+      }
+      case MsgType.STATS:
+        this.checkCoordinator(h);
+        return [this.reply(from, MsgType.STATS, h.seq, [Buffer.from(JSON.stringify(this.stats()))], DType.JSON)];
+      default:
+        throw new WireError("unexpected-type", `a server shard does not accept ${typeName(h.type)} messages`);
+    }
+  }
+
+  private checkWorker(h: Header): void {
+    if (!Number.isInteger(h.rank) || h.rank < 0 || h.rank >= this.workers)
+      throw new WireError("rank", `rank ${h.rank} is not a worker of this run (0..${this.workers - 1})`);
+  }
+
+  private checkCoordinator(h: Header): void {
+    if (h.rank !== -1) throw new WireError("rank", `${typeName(h.type)} is only accepted from the coordinator (rank -1), got rank ${h.rank}`);
+  }
+
+  private expectNoPayload(h: Header, payload: Buffer[]): void {
+    if (payload.length !== 0 || h.byteLength !== 0)
+      throw new WireError("payload-length", `${typeName(h.type)} carries no payload, got ${payload.length} frames / ${h.byteLength} bytes`);
+  }
+
+  /** Apply or aggregate one gradient; returns the staleness it was applied at. */
+  private push(h: Header, payload: Buffer[]): number {
+    const { start, end } = this.opts.range;
+    if (h.rangeStart !== start || h.rangeEnd !== end)
+      throw new WireError("range", `range [${h.rangeStart}, ${h.rangeEnd}) is not this shard's range [${start}, ${end})`);
+    if (h.dtype !== DType.F32) throw new WireError("dtype", `gradient dtype ${h.dtype} is not float32`);
+    if (payload.length !== 1) throw new WireError("frames", `a push carries exactly one tensor frame, got ${payload.length}`);
+    const frame = payload[0]!;
+    const expected = (end - start) * 4;
+    if (h.byteLength !== expected || frame.byteLength !== expected)
+      throw new WireError("payload-length", `gradient of ${frame.byteLength} bytes (header says ${h.byteLength}), expected ${expected}`);
+    if (h.clock !== this.clocks[h.rank])
+      throw new WireError("clock", `worker ${h.rank} pushed clock ${h.clock}, expected ${this.clocks[h.rank]}`);
+    if (h.version > this.version) throw new WireError("version", `gradient computed from version ${h.version}, but the shard is at ${this.version}`);
+    const g = f32View(frame, this.scratch);
+    if (!allFinite(g)) throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
+
+    const t0 = performance.now();
+    const staleness = this.version - h.version;
+    this.staleness.add(staleness);
+    if (this.opts.mode.pushPolicy === "apply") {
+      this.optimizer.apply(this.weights, g, 1 / this.workers, learningRate(this.opts.optimizer, this.appliedGradients / this.workers));
+      this.appliedGradients++;
+      this.version++;
+    } else {
+      if (this.accumCount === 0) this.accum.set(g);
+      else {
+        const a = this.accum;
+        for (let i = 0; i < a.length; i++) a[i] = a[i]! + g[i]!;
+      }
+      this.accumCount++;
+      if (this.accumCount === this.workers) {
+        this.optimizer.apply(this.weights, this.accum, 1 / this.workers, learningRate(this.opts.optimizer, this.version));
+        this.accumCount = 0;
+        this.appliedGradients += this.workers;
+        this.version++;
+      }
+    }
+    this.applyMs += performance.now() - t0;
+    this.clocks[h.rank]!++;
+    return staleness;
+  }
+
+  private read(to: Buffer, rank: number, clock: number, seq: number, now: number, staleness = 0): Outgoing[] {
+    this.pending.push({ to, rank, clock, seq, since: now, staleness });
+    return this.releaseReads(now);
+  }
+
+  /** Answer every pending read that the mode now allows (all of them once stopping). */
+  private releaseReads(now: number): Outgoing[] {
+    if (this.paused || this.pending.length === 0) return [];
+    const out: Outgoing[] = [];
+    const still: PendingRead[] = [];
+    for (const r of this.pending) {
+      if (this.stopping || this.opts.mode.canRead(this, r.rank, r.clock)) {
+        this.readGap.add(Math.max(0, r.clock - this.minClock()));
+        let flags = this.stopping ? Flag.STOPPING : 0;
+        if (now > r.since) {
+          this.readsWaited++;
+          this.readWaitMs += now - r.since;
+          flags |= Flag.WAITED;
+        }
+        out.push(this.weightsReply(r.to, r.seq, flags, r.clock, r.staleness));
+      } else still.push(r);
+    }
+    this.pending = still;
+    return out;
+  }
+
+  /** The weights at the current version; one copy per version, shared by every reader of it. */
+  private weightsReply(to: Buffer, seq: number, flags: number, clock = 0, staleness = 0): Outgoing {
+    if (this.replyVersion !== this.version || this.replyBuf === null) {
+      // A fresh buffer per version: zeromq.js sends large frames zero-copy, so a buffer handed
+      // to send() must never be written again.
+      const buf = Buffer.allocUnsafeSlow(this.weights.byteLength);
+      buf.set(new Uint8Array(this.weights.buffer, this.weights.byteOffset, this.weights.byteLength));
+      this.replyBuf = buf;
+      this.replyVersion = this.version;
+    }
+    const { start, end } = this.opts.range;
+    const header = makeHeader(MsgType.WEIGHTS, {
+      runId: this.opts.runId,
+      rank: -1,
+      clock,
+      version: this.version,
+      rangeStart: start,
+      rangeEnd: end,
+      dtype: DType.F32,
+      flags,
+      status: Math.min(0xffff, staleness),
+      byteLength: this.replyBuf.byteLength,
+      seq,
+    });
+    this.bytesSent += this.replyBuf.byteLength + 40;
+    return { to, header, frames: [this.replyBuf] };
+  }
+
+  private reply(to: Buffer, type: MsgType, seq: number, frames: Buffer[], dtype: DType = DType.NONE): Outgoing {
+    let n = 0;
+    for (const f of frames) n += f.byteLength;
+    this.bytesSent += n + 40;
+    return { to, header: makeHeader(type, { runId: this.opts.runId, rank: -1, seq, dtype, byteLength: n, version: this.version }), frames };
+  }
+
+  private errorReply(to: Buffer, h: Header | undefined, err: WireError): Outgoing {
+    return this.reply(to, MsgType.ERROR, h?.seq ?? 0, [Buffer.from(err.message), Buffer.from(err.reason)], DType.UTF8);
+  }
+
+  stats(): ShardStats {
+    return {
+      shard: this.opts.shard,
+      version: this.version,
+      appliedGradients: this.appliedGradients,
+      clocks: Array.from(this.clocks),
+      staleness: this.staleness.toJSON(),
+      readGap: this.readGap.toJSON(),
+      readsWaited: this.readsWaited,
+      readWaitSeconds: this.readWaitMs / 1000,
+      errors: { ...this.errors },
+      bytesReceived: this.bytesReceived,
+      bytesSent: this.bytesSent,
+      applySeconds: this.applyMs / 1000,
+    };
+  }
+}
+
+function decodeChecked(head: Buffer | undefined, runId: number): Header {
+  const h = decodeHeader(head);
+  if (h.runId !== runId) throw new WireError("run-id", `run id ${h.runId} is not this run's (${runId})`);
+  return h;
+}

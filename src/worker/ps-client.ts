@@ -1,0 +1,106 @@
+import type { KeyRange } from "../ps/key-range.js";
+import { f32Frame, f32View } from "../transport/frames.js";
+import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
+import { PeerClient } from "../transport/peer-client.js";
+
+export interface ShardEndpoint {
+  shard: number;
+  endpoint: string;
+  range: KeyRange;
+}
+
+export interface PushPullResult {
+  /** the run is stopping: this was the last step */
+  stopping: boolean;
+  /** max over shards of the staleness the push was applied at */
+  staleness: number;
+  /** some shard held the read back (SSP/sync wait) */
+  waited: boolean;
+}
+
+/**
+ * A worker's view of the sharded parameter server: one DEALER per shard, and the flat weight
+ * vector that replies are copied into (one memcpy per shard; nothing else is allocated per step).
+ */
+export class ParameterClient {
+  private readonly clients: PeerClient[];
+  /** weights version of each shard that `weights` holds */
+  readonly versions: number[];
+
+  constructor(
+    private readonly runId: number,
+    private readonly rank: number,
+    private readonly shards: readonly ShardEndpoint[],
+    readonly weights: Float32Array,
+    timeoutMs: number,
+  ) {
+    this.clients = shards.map((s) => new PeerClient(`server shard ${s.shard}`, s.endpoint, timeoutMs));
+    this.versions = shards.map(() => 0);
+  }
+
+  /** Read the weights for `clock` from every shard (the first read, at clock 0). */
+  async pull(clock: number): Promise<PushPullResult> {
+    const replies = await Promise.all(
+      this.shards.map((s, k) =>
+        this.clients[k]!.request(
+          makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end }),
+        ),
+      ),
+    );
+    return this.absorb(replies);
+  }
+
+  /** Push the gradient computed at `clock` and read the weights for clock + 1, on every shard at once. */
+  async pushPull(clock: number, gradient: Float32Array): Promise<PushPullResult> {
+    const replies = await Promise.all(
+      this.shards.map((s, k) => {
+        const slice = gradient.subarray(s.range.start, s.range.end);
+        const header = makeHeader(MsgType.PUSH_PULL, {
+          runId: this.runId,
+          rank: this.rank,
+          clock,
+          version: this.versions[k]!,
+          rangeStart: s.range.start,
+          rangeEnd: s.range.end,
+          dtype: DType.F32,
+          byteLength: slice.byteLength,
+        });
+        return this.clients[k]!.request(header, [f32Frame(slice)]);
+      }),
+    );
+    return this.absorb(replies);
+  }
+
+  private absorb(replies: Awaited<ReturnType<PeerClient["request"]>>[]): PushPullResult {
+    let stopping = false;
+    let staleness = 0;
+    let waited = false;
+    replies.forEach((r, k) => {
+      const s = this.shards[k]!;
+      const h = r.header;
+      const frame = r.frames[0];
+      const n = s.range.end - s.range.start;
+      if (h.type !== MsgType.WEIGHTS || frame === undefined || frame.byteLength !== n * 4 || h.rangeStart !== s.range.start || h.rangeEnd !== s.range.end)
+        throw new Error(`server shard ${s.shard} sent a malformed WEIGHTS reply`);
+      // Copy out of the received frame: it belongs to libzmq and must not be kept or re-sent.
+      this.weights.set(f32View(frame), s.range.start);
+      this.versions[k] = h.version;
+      stopping ||= (h.flags & Flag.STOPPING) !== 0;
+      waited ||= (h.flags & Flag.WAITED) !== 0;
+      staleness = Math.max(staleness, h.status);
+    });
+    return { stopping, staleness, waited };
+  }
+
+  get bytesSent(): number {
+    return this.clients.reduce((a, c) => a + c.bytesSent, 0);
+  }
+
+  get bytesReceived(): number {
+    return this.clients.reduce((a, c) => a + c.bytesReceived, 0);
+  }
+
+  close(): void {
+    for (const c of this.clients) c.close();
+  }
+}

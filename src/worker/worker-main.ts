@@ -1,0 +1,109 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { ControlClient } from "../cluster/control-client.js";
+import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
+import { ShardBatcher } from "../data/batcher.js";
+import { loadDataset } from "../data/load.js";
+import { partitionIndices } from "../data/partition.js";
+import { selectBackend } from "../model/backend.js";
+import { createModel } from "../model/zoo.js";
+import { MsgType } from "../transport/header.js";
+import { deriveSeed } from "../util/rng.js";
+import { ParameterClient } from "./ps-client.js";
+
+const PROGRESS_EVERY_MS = 100;
+
+/**
+ * The worker process: its data shard, the model, and the step loop
+ * (weights -> gradient on a batch -> push the gradient and read the next weights).
+ */
+export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg): Promise<void> {
+  const cfg = cfgMsg.config;
+  const rank = control.rank;
+  await selectBackend(cfg.backend);
+  const data = await loadDataset(cfg.dataset, { seed: cfg.seed, trainLimit: cfg.trainLimit, testLimit: 1 });
+  const parts = partitionIndices(data.trainY, data.trainCount, cfg.workers, cfg.partition, cfg.seed, data.task);
+  const mine = parts[rank];
+  if (!mine) throw new Error(`worker ${rank}: no data shard`);
+  const batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank));
+  const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
+  if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
+
+  const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
+  const map = mapMsg.body as MapMsg;
+  const weights = new Float32Array(model.size);
+  const gradient = new Float32Array(model.size);
+  const ps = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
+  await ps.pull(0);
+  await control.send(MsgType.READY, { shardSize: mine.length });
+  await control.next([MsgType.START], cfg.timeoutMs, "START");
+
+  const slow = cfg.slow[rank] ?? 1;
+  const t0 = performance.now();
+  let pendingSteps: StepRecord[] = [];
+  let lastReport = t0;
+  let computeMs = 0;
+  let commMs = 0;
+  let samples = 0;
+  let steps = 0;
+  let stoppedEarly = false;
+  const flush = async () => {
+    if (pendingSteps.length === 0) return;
+    const msg: ProgressMsg = { rank, steps: pendingSteps };
+    pendingSteps = [];
+    await control.send(MsgType.PROGRESS, msg);
+  };
+
+  for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
+    const batch = batcher.nextBatch();
+    const c0 = performance.now();
+    model.setWeights(weights);
+    const res = model.gradient(batch.x, batch.y, batch.size, gradient);
+    let c1 = performance.now();
+    if (slow > 1) {
+      // A straggler: the step takes `slow` times as long, without using the CPU while it waits.
+      await sleep((slow - 1) * (c1 - c0));
+      c1 = performance.now();
+    }
+    const r = await ps.pushPull(step, gradient);
+    const c2 = performance.now();
+    computeMs += c1 - c0;
+    commMs += c2 - c1;
+    samples += batch.size;
+    steps++;
+    pendingSteps.push({
+      step,
+      t: c2 - t0,
+      loss: res.loss,
+      correct: res.correct,
+      samples: batch.size,
+      staleness: r.staleness,
+      computeMs: c1 - c0,
+      commMs: c2 - c1,
+    });
+    if (c2 - lastReport >= PROGRESS_EVERY_MS) {
+      lastReport = c2;
+      await flush();
+    }
+    if (r.stopping) {
+      stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
+      break;
+    }
+  }
+  await flush();
+  const done: DoneMsg = {
+    worker: {
+      rank,
+      steps,
+      samples,
+      bytesSent: ps.bytesSent,
+      bytesReceived: ps.bytesReceived,
+      computeSeconds: computeMs / 1000,
+      commSeconds: commMs / 1000,
+      slowFactor: slow,
+      stoppedEarly,
+    },
+  };
+  await control.send(MsgType.DONE, done);
+  ps.close();
+  model.dispose();
+}

@@ -1,0 +1,91 @@
+import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { OptimizerName } from "../../src/config/train-config.js";
+import { ShardBatcher } from "../../src/data/batcher.js";
+import { loadDataset } from "../../src/data/load.js";
+import { partitionIndices } from "../../src/data/partition.js";
+import { selectBackend } from "../../src/model/backend.js";
+import { createModel } from "../../src/model/zoo.js";
+import { learningRate } from "../../src/ps/lr-schedule.js";
+import { createOptimizer } from "../../src/ps/optimizer.js";
+import { deriveSeed } from "../../src/util/rng.js";
+import { maxAbsDiff, savedWeights, smallConfig, train } from "../helpers/run.js";
+
+/** Single-process SGD on the concatenation of the workers' batches: what BSP must reproduce. */
+async function singleProcessReference(cfg: ReturnType<typeof smallConfig>): Promise<Float32Array> {
+  await selectBackend(cfg.backend);
+  const ds = await loadDataset(cfg.dataset, { seed: cfg.seed, trainLimit: cfg.trainLimit, testLimit: cfg.testLimit });
+  const parts = partitionIndices(ds.trainY, ds.trainCount, cfg.workers, cfg.partition, cfg.seed, ds.task);
+  const batchers = parts.map((p, r) => new ShardBatcher(ds, p, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, r)));
+  const model = createModel(cfg.model, ds.inputShape, ds.numOutputs, ds.task);
+  const w = model.init(cfg.seed);
+  const opt = createOptimizer({ ...cfg, totalSteps: cfg.maxSteps }, model.size);
+  const xs = batchers[0]!.xSize;
+  const ys = batchers[0]!.ySize;
+  const gx = new Float32Array(cfg.workers * cfg.batchSize * xs);
+  const gy = new Float32Array(cfg.workers * cfg.batchSize * ys);
+  const g = new Float32Array(model.size);
+  for (let step = 0; step < cfg.maxSteps; step++) {
+    let n = 0;
+    for (const b of batchers) {
+      const batch = b.nextBatch();
+      gx.set(batch.x.subarray(0, batch.size * xs), n * xs);
+      gy.set(batch.y.subarray(0, batch.size * ys), n * ys);
+      n += batch.size;
+    }
+    model.setWeights(w);
+    model.gradient(gx.subarray(0, n * xs), gy.subarray(0, n * ys), n, g);
+    opt.apply(w, g, 1, learningRate({ ...cfg, totalSteps: cfg.maxSteps }, step));
+  }
+  model.dispose();
+  return w;
+}
+
+describe("training modes, end to end (real processes, real sockets)", function () {
+  this.timeout(180_000);
+
+  for (const optimizer of ["sgd", "momentum"] as OptimizerName[]) {
+    it(`sync with 3 workers and 2 shards reproduces single-process ${optimizer} with batch 3b`, async () => {
+      const cfg = smallConfig({ mode: "sync", workers: 3, servers: 2, optimizer, lr: 0.2, momentum: 0.9, maxSteps: 12, model: "mlp", batchSize: 8, trainLimit: 600 });
+      const summary = await train(cfg);
+      assert.equal(summary.steps, 12);
+      const got = savedWeights(cfg.out);
+      const want = await singleProcessReference(cfg);
+      const diff = maxAbsDiff(got, want);
+      assert.ok(diff < 1e-4, `max |w_ps - w_ref| = ${diff}`);
+      assert.equal(summary.staleness.max, 0);
+    });
+  }
+
+  it("ssp never lets a read see a worker more than s clocks behind, and does hold fast workers back", async () => {
+    const s = 2;
+    const cfg = smallConfig({ mode: "ssp", staleness: s, workers: 3, servers: 2, maxSteps: 30, slow: { 0: 4 } });
+    const summary = await train(cfg);
+    assert.ok(summary.readGap.max <= s, `read gap ${summary.readGap.max} > s = ${s}`);
+    assert.ok(summary.readGap.max >= 1, "with a straggler some reads ran ahead (the bound was exercised)");
+    assert.ok(summary.readsWaited > 0, "fast workers were held back by the slow one");
+  });
+
+  it("ssp with s = 0 matches sync (SGD)", async () => {
+    const base = { workers: 3, servers: 1, maxSteps: 10, optimizer: "sgd" as const, lr: 0.3 };
+    const a = smallConfig({ ...base, mode: "sync" });
+    const b = smallConfig({ ...base, mode: "ssp", staleness: 0 });
+    await train(a);
+    const sb = await train(b);
+    assert.equal(sb.readGap.max, 0);
+    const diff = maxAbsDiff(savedWeights(a.out), savedWeights(b.out));
+    assert.ok(diff < 1e-5, `sync vs ssp(0): ${diff}`);
+  });
+
+  it("async records staleness and converges on the synthetic task", async () => {
+    const cfg = smallConfig({ mode: "async", workers: 4, servers: 2, epochs: 3, optimizer: "momentum", lr: 0.2, slow: { 1: 3 } });
+    const summary = await train(cfg);
+    assert.ok(summary.staleness.max > 0, "stale gradients were applied");
+    assert.ok(summary.staleness.mean > 0);
+    assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
+    const lines = readFileSync(join(cfg.out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; staleness?: number });
+    assert.ok(lines.some((l) => l.type === "step" && (l.staleness ?? 0) > 0));
+    assert.ok(lines.some((l) => l.type === "eval"));
+  });
+});
