@@ -92,8 +92,8 @@ function int(min: number, max: number = Number.MAX_SAFE_INTEGER): Parse<number> 
   };
 }
 
+/** Bounds of a number; an "open" bound excludes the bound itself. */
 interface Range {
-  /** lower bound, and whether it is allowed */
   min?: number;
   minOpen?: boolean;
   max?: number;
@@ -255,7 +255,7 @@ const FIELDS: FieldTable = {
   },
   evalEvery: {
     group: "Training",
-    describe: "Evaluate on the test set every N server steps; 0 = only at the end of each epoch (integer >= 0)",
+    describe: "Evaluate on the test set every N server steps; 0 = once per epoch (5x with --target-accuracy) (integer >= 0)",
     type: "number",
     parse: int(0),
   },
@@ -308,7 +308,7 @@ const FIELDS: FieldTable = {
   },
   partition: {
     group: "Data",
-    describe: "How training data is split across workers: iid, shards:K or dirichlet:ALPHA (non-iid)",
+    describe: "Split of the training data: iid, shards:K (K label-sorted shards per worker) or dirichlet:ALPHA (label skew)",
     type: "string",
     parse: str(false),
   },
@@ -364,13 +364,13 @@ const FIELDS: FieldTable = {
   },
   weightDecay: {
     group: "Optimizer",
-    describe: "L2 weight-decay coefficient; 0 = off (>= 0)",
+    describe: "L2 weight decay: adds this x weight to every gradient; 0 = off (>= 0)",
     type: "number",
     parse: num({ min: 0 }),
   },
   lrSchedule: {
     group: "Optimizer",
-    describe: "Learning-rate schedule: constant, step (see --lr-step-size, --lr-gamma) or cosine (over the whole run)",
+    describe: "Learning-rate schedule: constant, step (see --lr-step-size, --lr-gamma) or cosine (to 0 at the end of the run)",
     type: "string",
     choices: LR_SCHEDULES,
     parse: choice(LR_SCHEDULES),
@@ -403,7 +403,7 @@ const FIELDS: FieldTable = {
   },
   out: {
     group: "Run",
-    describe: "Run directory for config.json, metrics and logs; empty = let the launcher choose one",
+    describe: "Run directory for config.json, metrics and logs; empty = runs/<timestamp>-<mode>",
     type: "string",
     defaultText: '""',
     parse: str(true),

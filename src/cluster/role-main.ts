@@ -48,7 +48,9 @@ async function main(): Promise<number> {
   } catch (err) {
     const fail: FailMsg = { message: errorLine(err).replace(/^ps-train: /, "") };
     if (err instanceof PsError) fail.code = err.code;
-    process.stderr.write(`${role} ${rank}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    // The stack for whoever reads the log, then one line that the launcher quotes in its error.
+    if (err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+    process.stderr.write(`${role} ${rank}: ${fail.message}\n`);
     await control.send(MsgType.FAIL, fail).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 100));
     control.close();

@@ -1,0 +1,182 @@
+/**
+ * npm run bench:train [-- --modes sync,async,ssp --workers 1,2,4,8 --epochs 3 --target 0.97 ...]
+ *
+ * Samples/s and seconds-to-target test accuracy of ps-train on the MNIST MLP, for each mode and
+ * worker count, beside plain single-process training with the same backend, batch, gradient
+ * code and optimizer (so the ratio is the cost of the parameter server). One JSON line per run
+ * on stdout; progress on stderr. Figures are read from each run's summary.json.
+ */
+import { parseArgs } from "node:util";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DEFAULTS, type ModeName, type ModelName, type OptimizerName, type TrainConfig } from "../src/config/train-config.js";
+import { prepareRun, runLocal } from "../src/cluster/train-run.js";
+import { ShardBatcher } from "../src/data/batcher.js";
+import { loadDataset } from "../src/data/load.js";
+import { partitionIndices } from "../src/data/partition.js";
+import { selectBackend } from "../src/model/backend.js";
+import { createModel } from "../src/model/zoo.js";
+import { learningRate } from "../src/ps/lr-schedule.js";
+import { createOptimizer } from "../src/ps/optimizer.js";
+import { deriveSeed } from "../src/util/rng.js";
+
+const { values: opt } = parseArgs({
+  options: {
+    modes: { type: "string", default: "sync,async,ssp" },
+    workers: { type: "string", default: "1,2,4,8" },
+    servers: { type: "string", default: "1" },
+    epochs: { type: "string", default: "3" },
+    target: { type: "string", default: "0.97" },
+    "batch-size": { type: "string", default: String(DEFAULTS.batchSize) },
+    model: { type: "string", default: "mlp" },
+    dataset: { type: "string", default: "mnist" },
+    backend: { type: "string", default: "wasm" },
+    optimizer: { type: "string", default: DEFAULTS.optimizer },
+    lr: { type: "string", default: String(DEFAULTS.lr) },
+    staleness: { type: "string", default: "3" },
+    transport: { type: "string", default: "ipc" },
+    "eval-every": { type: "string", default: "0" },
+    "no-plain": { type: "boolean", default: false },
+    "train-limit": { type: "string", default: "0" },
+  },
+});
+
+const list = (s: string) => s.split(",").map((x) => x.trim()).filter(Boolean);
+const emit = (o: Record<string, unknown>) => process.stdout.write(JSON.stringify(o) + "\n");
+const note = (s: string) => process.stderr.write(`bench-train: ${s}\n`);
+
+const base: TrainConfig = {
+  ...DEFAULTS,
+  model: opt.model as ModelName,
+  dataset: opt.dataset,
+  backend: opt.backend as TrainConfig["backend"],
+  batchSize: Number(opt["batch-size"]),
+  epochs: Number(opt.epochs),
+  targetAccuracy: Number(opt.target) > 0 ? Number(opt.target) : null,
+  optimizer: opt.optimizer as OptimizerName,
+  lr: Number(opt.lr),
+  staleness: Number(opt.staleness),
+  transport: opt.transport as TrainConfig["transport"],
+  evalEvery: Number(opt["eval-every"]),
+  trainLimit: Number(opt["train-limit"]),
+  logLevel: "silent",
+  progress: "off",
+};
+
+/** Plain single-process training: the same gradient code and optimizer, no parameter server. */
+async function plain(cfg: TrainConfig): Promise<Record<string, unknown>> {
+  await selectBackend(cfg.backend);
+  const ds = await loadDataset(cfg.dataset, { seed: cfg.seed, trainLimit: cfg.trainLimit });
+  const [idx] = partitionIndices(ds.trainY, ds.trainCount, 1, "iid", cfg.seed, ds.task);
+  const batcher = new ShardBatcher(ds, idx!, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, 0));
+  const model = createModel(cfg.model, ds.inputShape, ds.numOutputs, ds.task);
+  const w = model.init(cfg.seed);
+  const g = new Float32Array(model.size);
+  const steps = Math.max(1, Math.floor((cfg.epochs * ds.trainCount) / cfg.batchSize));
+  const optimizer = createOptimizer({ ...cfg, totalSteps: steps }, model.size);
+  const stepsPerEpoch = ds.trainCount / cfg.batchSize;
+  const evalEvery = cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round(cfg.targetAccuracy !== null ? stepsPerEpoch / 5 : stepsPerEpoch));
+  let trainMs = 0;
+  let samples = 0;
+  let timeToTarget: number | null = null;
+  let acc = 0;
+  let step = 0;
+  for (; step < steps; step++) {
+    const t0 = performance.now();
+    const b = batcher.nextBatch();
+    model.setWeights(w);
+    model.gradient(b.x, b.y, b.size, g);
+    optimizer.apply(w, g, 1, learningRate({ ...cfg, totalSteps: steps }, step));
+    trainMs += performance.now() - t0;
+    samples += b.size;
+    if ((step + 1) % evalEvery === 0 || step + 1 === steps) {
+      model.setWeights(w);
+      acc = model.evaluate(ds.testX, ds.testY, ds.testCount).accuracy;
+      if (cfg.targetAccuracy !== null && acc >= cfg.targetAccuracy) {
+        timeToTarget = trainMs / 1000;
+        step++;
+        break;
+      }
+    }
+  }
+  model.dispose();
+  return {
+    bench: "train",
+    impl: "plain-single-process",
+    mode: "none",
+    workers: 1,
+    servers: 0,
+    model: cfg.model,
+    backend: cfg.backend,
+    batch: cfg.batchSize,
+    optimizer: cfg.optimizer,
+    lr: cfg.lr,
+    steps: step,
+    samples_per_s: samples / (trainMs / 1000),
+    train_s: trainMs / 1000,
+    time_to_target_s: timeToTarget,
+    target: cfg.targetAccuracy,
+    test_accuracy: acc,
+    epochs: samples / ds.trainCount,
+  };
+}
+
+async function main(): Promise<void> {
+  const root = mkdtempSync(join(tmpdir(), "ps-train-bench-"));
+  let plainRate: number | null = null;
+  try {
+    if (!opt["no-plain"]) {
+      note("plain single-process baseline");
+      const p = await plain(base);
+      plainRate = p["samples_per_s"] as number;
+      emit(p);
+    }
+    for (const workers of list(opt.workers).map(Number)) {
+      for (const servers of list(opt.servers).map(Number)) {
+        for (const mode of list(opt.modes) as ModeName[]) {
+          const cfg: TrainConfig = { ...base, mode, workers, servers, out: join(root, `${mode}-w${workers}-s${servers}`) };
+          note(`${mode} workers=${workers} servers=${servers}`);
+          const s = await runLocal(await prepareRun(cfg));
+          emit({
+            bench: "train",
+            impl: "ps-train",
+            mode,
+            staleness: mode === "ssp" ? cfg.staleness : undefined,
+            workers,
+            servers,
+            transport: cfg.transport,
+            model: cfg.model,
+            backend: s.backend,
+            batch: cfg.batchSize,
+            optimizer: cfg.optimizer,
+            lr: cfg.lr,
+            steps: s.steps,
+            samples_per_s: s.samplesPerSecond,
+            ratio_to_plain: plainRate ? s.samplesPerSecond / plainRate : null,
+            train_s: s.trainSeconds,
+            wall_s: s.wallSeconds,
+            time_to_target_s: s.timeToTargetSeconds,
+            target: cfg.targetAccuracy,
+            test_accuracy: s.testAccuracy,
+            epochs: s.epochsCompleted,
+            staleness_mean: s.staleness.mean,
+            staleness_max: s.staleness.max,
+            worker_compute_s: s.workerComputeSeconds,
+            worker_comm_s: s.workerCommSeconds,
+          });
+        }
+      }
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench-train: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

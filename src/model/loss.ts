@@ -1,0 +1,69 @@
+/**
+ * Losses with their gradients with respect to the network output.
+ *
+ * classification: mean over the batch of softmax cross-entropy on the logits,
+ *   L = -(1/B) sum_b log softmax(z_b)[y_b],   dL/dz = (softmax(z) - onehot(y)) / B
+ *   (tf.losses.softmaxCrossEntropy and Keras categoricalCrossentropy(fromLogits) agree)
+ * regression: mean squared error over all B x K outputs (Keras/tf.losses.meanSquaredError),
+ *   L = (1/(B K)) sum (p - y)^2,              dL/dp = 2 (p - y) / (B K)
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { Task } from "../data/dataset.js";
+import { ErrorCode, PsError } from "../util/errors.js";
+
+/** Labels as class indices (int32), checked to be integers in [0, numClasses). */
+export function classLabels(y: Float32Array, n: number, numClasses: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const v = y[i]!;
+    if (!(v >= 0 && v < numClasses && Number.isInteger(v))) {
+      throw new PsError(ErrorCode.BAD_DATASET, `label ${v} of sample ${i} is not a class index in 0..${numClasses - 1}`);
+    }
+    out[i] = v;
+  }
+  return out;
+}
+
+export interface LossOut {
+  /** scalar: mean loss */
+  loss: tf.Scalar;
+  /** scalar: number of correct predictions (0 for regression) */
+  correct: tf.Scalar;
+  /** gradient of the mean loss with respect to the output */
+  dz: tf.Tensor;
+}
+
+export interface LossSums {
+  /** scalar: summed (not averaged) loss; for regression the sum of squared errors */
+  lossSum: tf.Scalar;
+  correct: tf.Scalar;
+}
+
+/** y: Int32 class indices [B] (classification) or float targets [B, K] (regression). */
+export function lossAndGrad(task: Task, z: tf.Tensor2D, y: tf.Tensor): LossOut {
+  const [b, k] = z.shape;
+  if (task === "classification") {
+    const onehot = tf.oneHot(y as tf.Tensor1D, k);
+    const logp = tf.logSoftmax(z);
+    const loss = tf.div(tf.neg(tf.sum(tf.mul(onehot, logp))), b) as tf.Scalar;
+    const dz = tf.div(tf.sub(tf.exp(logp), onehot), b);
+    return { loss, correct: countCorrect(z, y as tf.Tensor1D), dz };
+  }
+  const diff = tf.sub(z, y);
+  const loss = tf.div(tf.sum(tf.square(diff)), b * k) as tf.Scalar;
+  const dz = tf.mul(diff, 2 / (b * k));
+  return { loss, correct: tf.scalar(0), dz };
+}
+
+export function lossSums(task: Task, z: tf.Tensor2D, y: tf.Tensor): LossSums {
+  if (task === "classification") {
+    const onehot = tf.oneHot(y as tf.Tensor1D, z.shape[1]);
+    const lossSum = tf.neg(tf.sum(tf.mul(onehot, tf.logSoftmax(z)))) as tf.Scalar;
+    return { lossSum, correct: countCorrect(z, y as tf.Tensor1D) };
+  }
+  return { lossSum: tf.sum(tf.square(tf.sub(z, y))) as tf.Scalar, correct: tf.scalar(0) };
+}
+
+function countCorrect(z: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  return tf.sum(tf.cast(tf.equal(tf.argMax(z, 1), labels), "float32")) as tf.Scalar;
+}
