@@ -3,11 +3,11 @@
  * one flat Float32 vector, layer by layer, each layer's kernel then its bias, each tensor
  * row-major in the tfjs layout (dense kernel [in, out], conv kernel [kh, kw, in, out]):
  *
- *   logreg  flatten, dense(K)                                  softmax cross-entropy
+ *   logreg  [flatten,] dense(K)                                softmax cross-entropy
  *           params: dense/kernel [D,K], dense/bias [K]
  *   linreg  [flatten,] dense(K)                                mean squared error
  *           params: dense/kernel [D,K], dense/bias [K]
- *   mlp     LeNet-300-100: flatten, dense1(300, relu), dense2(100, relu), dense3(K)
+ *   mlp     LeNet-300-100: [flatten,] dense1(300, relu), dense2(100, relu), dense3(K)
  *           params: dense1/kernel [D,300], dense1/bias, dense2/kernel [300,100], dense2/bias,
  *                   dense3/kernel [100,K], dense3/bias               (D=784: 266,610 for K=10)
  *   cnn     LeNet-5-like, image input [h, w, c] with h, w >= 12:
@@ -18,7 +18,8 @@
  *                   [120,84], dense2/bias, dense3/kernel [84,K], dense3/bias
  *                   (28x28x1: F = 5*5*16 = 400, 61,706 parameters for K=10)
  *
- * D is the flattened input size and K = numOutputs. model.params lists names, shapes and
+ * D is the flattened input size and K = numOutputs; [flatten,] is there for inputs of rank
+ * >= 2 only (it has no parameters). model.params lists names, shapes and
  * offsets; the saved tf.LayersModel has the same layer names and weight order.
  */
 import type { ModelName } from "../config/train-config.js";
@@ -46,22 +47,20 @@ export function modelLayers(name: ModelName, inputShape: readonly number[], numO
   }
   if (!Number.isInteger(numOutputs) || numOutputs < 1) throw fail("numOutputs must be a positive integer");
   const k = numOutputs;
+  // Keras' Flatten rejects inputs that are already flat ([batch, d]): only for rank >= 2
+  const flatten: LayerSpec[] = inputShape.length > 1 ? [{ kind: "flatten", name: "flatten" }] : [];
   if (name === "linreg") {
     if (task !== "regression") throw fail("linreg is a regression model; use logreg, mlp or cnn for classification");
-    const dense: LayerSpec = { kind: "dense", name: "dense", units: k, activation: "linear" };
-    return inputShape.length > 1 ? [{ kind: "flatten", name: "flatten" }, dense] : [dense];
+    return [...flatten, { kind: "dense", name: "dense", units: k, activation: "linear" }];
   }
   if (task !== "classification") throw fail(`${name} is a classifier; use linreg for regression`);
   if (k < 2) throw fail("a classifier needs at least 2 classes");
   switch (name) {
     case "logreg":
-      return [
-        { kind: "flatten", name: "flatten" },
-        { kind: "dense", name: "dense", units: k, activation: "linear" },
-      ];
+      return [...flatten, { kind: "dense", name: "dense", units: k, activation: "linear" }];
     case "mlp":
       return [
-        { kind: "flatten", name: "flatten" },
+        ...flatten,
         { kind: "dense", name: "dense1", units: 300, activation: "relu" },
         { kind: "dense", name: "dense2", units: 100, activation: "relu" },
         { kind: "dense", name: "dense3", units: k, activation: "linear" },

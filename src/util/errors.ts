@@ -22,6 +22,7 @@ const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCode.BAD_DATASET,
   ErrorCode.MODEL_SHAPE,
   ErrorCode.OUT_DIR,
+  ErrorCode.BACKEND,
 ]);
 
 export class PsError extends Error {

@@ -4,7 +4,7 @@ import { autodiffGradient } from "../../src/model/autodiff.js";
 import { selectBackend } from "../../src/model/backend.js";
 import { Rng } from "../../src/util/rng.js";
 import { createModel } from "../../src/model/zoo.js";
-import { CASES, caseLabel, maxAbs, maxAbsDiff, setup } from "./helpers.js";
+import { type Case, CASES, caseLabel, maxAbs, maxAbsDiff, setup } from "./helpers.js";
 import { forward64, loss64 } from "./reference64.js";
 
 /**
@@ -14,8 +14,8 @@ import { forward64, loss64 } from "./reference64.js";
  * between two step sizes sits on a relu/max kink and is skipped (at most 10% may be).
  */
 const FD_EPS = [1e-5, 1e-6];
-const FD_RTOL = 1e-3;
-const FD_ATOL = 1e-5;
+const FD_RTOL = 1e-4;
+const FD_ATOL = 1e-6;
 const FD_PARAMS = 30;
 
 /** Manual vs tfjs autodiff (tf.grads), per parameter tensor: max|g - a| <= 1e-4 max|a|. */
@@ -87,7 +87,7 @@ describe("model gradients", function () {
         await selectBackend(backend);
       });
 
-      const cases = [...CASES, { name: "cnn", shape: [28, 28, 1], k: 10, task: "classification", batch: 4 } as const];
+      const cases: Case[] = [...CASES, { name: "cnn", shape: [28, 28, 1], k: 10, task: "classification", batch: 4 }];
       for (const c of cases) {
         it(caseLabel(c), () => {
           const { model, w, x, y } = setup(c);
@@ -107,7 +107,9 @@ describe("model gradients", function () {
         });
       }
 
-      it("cnn with tied pooling windows (constant background, positive conv biases) routes like tf.maxPool", () => {
+      // Tied windows over a constant background: which element gets the gradient does not
+      // change the parameter gradients here (pool.test.ts checks the routing itself).
+      it("cnn on images with a constant background (tied pooling windows)", () => {
         const model = createModel("cnn", [16, 16, 1], 3, "classification");
         const rng = new Rng(5);
         const w = model.init(3);
