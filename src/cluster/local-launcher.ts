@@ -42,9 +42,11 @@ export class LocalLauncher {
     const fd = openSync(logFile, "a");
     const env = { ...process.env };
     if (this.malloc === "tuned") for (const [k, v] of Object.entries(TUNED_MALLOC_ENV)) env[k] ??= v;
+    // PS_TRAIN_NODE_ARGS passes V8/Node flags to role processes (e.g. --cpu-prof, --trace-gc).
+    const nodeArgs = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
     const proc = spawn(
       process.execPath,
-      [ROLE_MAIN, "--role", role, "--rank", String(rank), "--coordinator", this.coordinatorEndpoint, "--timeout-ms", String(this.timeoutMs)],
+      [...nodeArgs, ROLE_MAIN, "--role", role, "--rank", String(rank), "--coordinator", this.coordinatorEndpoint, "--timeout-ms", String(this.timeoutMs)],
       { stdio: ["ignore", fd, fd, "ipc"], env },
     );
     closeSync(fd);

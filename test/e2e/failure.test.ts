@@ -1,0 +1,54 @@
+import { strict as assert } from "node:assert";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { smallConfig, train } from "../helpers/run.js";
+
+interface ProcessInfo {
+  role: string;
+  rank: number;
+  pid: number;
+}
+
+async function processesOf(out: string, deadlineMs = 30_000): Promise<ProcessInfo[]> {
+  const file = join(out, "config.json");
+  const until = Date.now() + deadlineMs;
+  while (!existsSync(file)) {
+    if (Date.now() > until) throw new Error("config.json never appeared");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return (JSON.parse(readFileSync(file, "utf8")) as { cluster: { processes: ProcessInfo[] } }).cluster.processes;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("a process that dies mid-run", function () {
+  this.timeout(120_000);
+
+  for (const [role, rank, name] of [
+    ["worker", 1, /worker 1 \(pid \d+\) was killed by SIGKILL/],
+    ["server", 0, /server shard 0 \(pid \d+\) was killed by SIGKILL|server shard 0/],
+  ] as const) {
+    it(`fails the run with an error naming ${role} ${rank}, and leaves no process behind`, async () => {
+      const cfg = smallConfig({ mode: "sync", workers: 3, servers: 2, epochs: 200, slow: { 0: 2 } });
+      const run = train(cfg);
+      const procs = await processesOf(cfg.out);
+      await new Promise((r) => setTimeout(r, 1500));
+      const victim = procs.find((p) => p.role === role && p.rank === rank)!;
+      process.kill(victim.pid, "SIGKILL");
+      const t0 = Date.now();
+      await assert.rejects(run, name);
+      assert.ok(Date.now() - t0 < cfg.timeoutMs, "failed fast, well within the deadline");
+      for (const p of procs) assert.ok(!alive(p.pid), `${p.role} ${p.rank} (pid ${p.pid}) was left running`);
+      const summary = JSON.parse(readFileSync(join(cfg.out, "summary.json"), "utf8")) as { status: string; error: string };
+      assert.equal(summary.status, "failed");
+      assert.match(summary.error, new RegExp(`${role === "worker" ? "worker" : "server shard"} ${rank}`));
+    });
+  }
+});
