@@ -189,6 +189,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
 
     for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
     const evaluator = new Evaluator(model, dataset, shardClients, map, runId);
+    // Every wait of the coordinator also ends as soon as any process of the run fails.
+    const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, coordinator.failure]);
 
     // ---- training ----
     await coordinator.broadcast("worker", MsgType.START);
@@ -215,7 +217,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       const p0 = performance.now();
       const t = trainSeconds();
       const globalStep = totalWorkerSteps / cfg.workers;
-      const res = await evaluator.evaluate(true);
+      const res = await guard(evaluator.evaluate(true));
       const rec: EvalRecord = { type: "eval", t, epoch: (globalStep * globalBatch) / dataset.trainCount, globalStep, testLoss: res.loss, testAccuracy: res.accuracy };
       pausedMs += performance.now() - p0;
       evals.push(rec);
@@ -226,7 +228,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       if (cfg.targetAccuracy !== null && timeToTarget === null && res.accuracy >= cfg.targetAccuracy) {
         timeToTarget = t;
         stopRequested = true;
-        await evaluator.stopShards();
+        await guard(evaluator.stopShards());
       }
     };
 
@@ -263,7 +265,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
           throw new PsError(ErrorCode.DIVERGED, `training diverged: worker ${pm.rank} reported loss ${s.loss} at step ${s.step} (lower --lr?)`);
         }
       }
-      if (!stopRequested && totalWorkerSteps / cfg.workers >= nextEval && totalWorkerSteps < totalSteps * cfg.workers) {
+      // Periodic evaluation; none in the last half interval, where the final evaluation follows.
+      const globalStep = totalWorkerSteps / cfg.workers;
+      if (!stopRequested && globalStep >= nextEval && globalStep < totalSteps - evalEvery / 2) {
         nextEval += evalEvery;
         await doEval();
       }
@@ -286,8 +290,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
     const trainS = trainSeconds();
 
     // ---- the end: final weights, statistics, model ----
-    const stats = await evaluator.shardStats();
-    const final = await evaluator.evaluate(false);
+    const stats = await guard(evaluator.shardStats());
+    const final = await guard(evaluator.evaluate(false));
     const finalT = trainS;
     const finalRec: EvalRecord = {
       type: "eval",

@@ -205,7 +205,9 @@ export class ServerShard implements ShardClocks {
     const staleness = this.version - h.version;
     this.staleness.add(staleness);
     if (this.opts.mode.pushPolicy === "apply") {
-      this.optimizer.apply(this.weights, g, 1 / this.workers, learningRate(this.opts.optimizer, this.appliedGradients / this.workers));
+      // One gradient is 1/N of a global step: scale the step (not the gradient) so that Adam,
+      // which is invariant to the gradient's scale, also moves 1/N as far per arrival.
+      this.optimizer.apply(this.weights, g, 1, learningRate(this.opts.optimizer, this.appliedGradients / this.workers) / this.workers);
       this.appliedGradients++;
       this.version++;
     } else {
