@@ -207,7 +207,7 @@ export class ServerShard implements ShardClocks {
     if (this.opts.mode.pushPolicy === "apply") {
       // One gradient is 1/N of a global step: scale the step (not the gradient) so that Adam,
       // which is invariant to the gradient's scale, also moves 1/N as far per arrival.
-      this.optimizer.apply(this.weights, g, 1, learningRate(this.opts.optimizer, this.appliedGradients / this.workers) / this.workers);
+      this.optimizer.apply(this.weights, g, 1, learningRate(this.opts.optimizer, Math.floor(this.appliedGradients / this.workers)) / this.workers);
       this.appliedGradients++;
       this.version++;
     } else {
