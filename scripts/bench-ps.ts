@@ -1,21 +1,35 @@
 /**
- * npm run bench:ps [-- --sizes 1MiB,16MiB --workers 1,4 --shards 1,2 --transports tcp,ipc --malloc tuned|default|both]
+ * npm run bench:ps [-- --sizes 1MiB,16MiB --workers 1,4 --shards 1,2 --transports tcp,ipc
+ *                     --malloc tuned|default|both --iters 20 --warmup 3 --quick]
  *
  * The parameter-server round of ps-train with real processes: K server-shard processes
- * (ServerShard in sync mode, plain SGD, served on a ROUTER) and N worker processes (the
- * worker's ParameterClient). One round: every worker pushes S bytes of gradient split over the
- * K shards, the shards average and apply SGD, and every worker receives S bytes of new weights.
- * A round's time is worker 0's push-pull time (in sync mode all workers finish a round
- * together); median/min/max over timed rounds after warm-up. One JSON line per measurement,
- * with the keys of ../shared/peers' ps_round lines.
+ * (ServerShard in sync mode, plain SGD, served by serveShard on a bound ROUTER) and N worker
+ * processes (the worker's ParameterClient, one DEALER per shard). One round: every worker pushes
+ * S bytes of gradient split over the K shards by partitionKeys, the shards average the N
+ * gradients and apply SGD, and every worker receives S bytes of new weights.
+ *
+ *   round       the period between worker 0's consecutive pushPull completions (steady state;
+ *               in sync mode every worker finishes a round together), warm-up rounds excluded
+ *   push_pull   per round, the slowest worker's send-to-new-weights time
+ *   server_GBps 2·N·S / round median (GB = 1e9 bytes; bytes through all shards together)
+ *
+ * One JSON line per measurement on stdout with the keys of ../shared/peers' ps_round lines
+ * (both the brief's median_s/min_s/max_s/server_GBps and summarize.py's round_*_s /
+ * server_GBps_median); progress and per-cell server-side figures on stderr.
+ *
+ * The children are this script re-invoked with --role server|worker, coordinated over the Node
+ * IPC channel. Every wait has a deadline; a child that dies, fails or stops making progress
+ * ends the bench with an error naming it, and every child is killed on exit, SIGINT or SIGTERM.
+ * Node/V8 flags for the children (e.g. --cpu-prof) go in PS_TRAIN_NODE_ARGS, as for ps-train.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Router } from "zeromq";
 import { TUNED_MALLOC_ENV } from "../src/cluster/local-launcher.js";
-import { DEFAULTS, type TransportName } from "../src/config/train-config.js";
+import { DEFAULTS, type OptimizerConfig, type TransportName } from "../src/config/train-config.js";
 import { createMode } from "../src/modes/index.js";
 import { type KeyRange, partitionKeys } from "../src/ps/key-range.js";
 import { serveShard } from "../src/ps/server-main.js";
@@ -25,59 +39,69 @@ import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js"
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x5eed;
-const DEADLINE_MS = 60_000;
+/** start-up, hand-shakes, and the longest a child may go without reporting progress */
+const STALL_MS = 30_000;
+/** a worker's per-request deadline inside ParameterClient (a dead or hung shard) */
+const REQUEST_TIMEOUT_MS = 20_000;
+/** the gradient every worker pushes, and plain SGD at this rate: after T rounds every weight is -LR·G·T */
+const LR = 0.01;
+const GRAD = 1;
+type Malloc = "tuned" | "default";
 
 type ToChild = { type: "map"; servers: ShardEndpoint[] } | { type: "go"; iters: number; warmup: number } | { type: "stop" };
-type FromChild = { type: "endpoint"; endpoint: string } | { type: "ready" } | { type: "times"; times: number[] } | { type: "error"; message: string };
+/** CPU seconds (all threads: V8 and libzmq's I/O thread) and minor page faults of one process */
+interface Usage {
+  cpu: number;
+  faults: number;
+}
+interface ServerStats {
+  /** rounds applied after warm-up, which `handleSeconds` and `usage` cover */
+  rounds: number;
+  handleSeconds: number;
+  usage: Usage;
+  /** CPU seconds from the driver's go to stop (to tell our load from other processes') */
+  cpuSinceGo: number;
+  errors: Record<string, number>;
+}
+type FromChild =
+  | { type: "endpoint"; endpoint: string }
+  | { type: "ready" }
+  | { type: "progress"; done: number }
+  | { type: "times"; ends: number[]; latencies: number[]; first: number; last: number; usage: Usage; cpuSinceGo: number }
+  | { type: "stats"; stats: ServerStats }
+  | { type: "error"; message: string };
 
 // ---------------------------------------------------------------- child roles
-async function serverRole(shard: number, range: KeyRange, workers: number, transport: TransportName, tag: string): Promise<void> {
-  const s = new ServerShard({
-    shard,
-    runId: RUN_ID,
-    range,
-    workers,
-    mode: createMode("sync", 0),
-    optimizer: { ...DEFAULTS, optimizer: "sgd", lr: 1e-6 },
-    init: new Float32Array(range.end - range.start),
-  });
-  const router = new Router({ linger: 0 });
-  await router.bind(bindAddress(transport, tag, `bench-server-${shard}`));
-  process.on("message", (m: ToChild) => {
-    if (m.type === "stop") {
-      router.close();
-      process.exit(0);
-    }
-  });
-  send({ type: "endpoint", endpoint: router.lastEndpoint! });
-  await serveShard(router, s).catch(() => undefined);
+
+function usage(): Usage {
+  const u = process.resourceUsage();
+  return { cpu: (u.userCPUTime + u.systemCPUTime) / 1e6, faults: u.minorPageFault };
 }
 
-async function workerRole(rank: number, size: number): Promise<void> {
-  const map = await nextMessage<Extract<ToChild, { type: "map" }>>("map");
-  const weights = new Float32Array(size);
-  const gradient = new Float32Array(size).fill(1e-3);
-  const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, DEADLINE_MS);
-  await ps.pull(0);
-  send({ type: "ready" });
-  const go = await nextMessage<Extract<ToChild, { type: "go" }>>("go");
-  const times: number[] = [];
-  for (let c = 0; c < go.iters + go.warmup; c++) {
-    const t0 = performance.now();
-    await ps.pushPull(c, gradient);
-    if (c >= go.warmup) times.push((performance.now() - t0) / 1000);
-  }
-  send({ type: "times", times });
-  ps.close();
+function usageSince(u0: Usage): Usage {
+  const u = usage();
+  return { cpu: u.cpu - u0.cpu, faults: u.faults - u0.faults };
 }
 
 function send(m: FromChild): void {
   process.send?.(m);
 }
 
+/** Send and wait until the message is handed to the IPC channel (before the process exits). */
+function sendFlushed(m: FromChild): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!process.send) return reject(new Error("no IPC channel to the bench driver"));
+    process.send(m, undefined, {}, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** The next driver message of `type`; the driver going away ends the child (see child()). */
 function nextMessage<T extends ToChild>(type: T["type"]): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${type} from the bench driver within ${DEADLINE_MS} ms`)), DEADLINE_MS);
+    const timer = setTimeout(() => {
+      process.off("message", on);
+      reject(new Error(`no ${type} message from the bench driver within ${STALL_MS} ms`));
+    }, STALL_MS);
     const on = (m: ToChild) => {
       if (m.type !== type) return;
       clearTimeout(timer);
@@ -88,104 +112,350 @@ function nextMessage<T extends ToChild>(type: T["type"]): Promise<T> {
   });
 }
 
+async function serverRole(shard: number, range: KeyRange, workers: number, warmup: number, transport: TransportName, tag: string): Promise<void> {
+  const optimizer: OptimizerConfig = { ...DEFAULTS, optimizer: "sgd", lr: LR, momentum: 0, weightDecay: 0, lrSchedule: "constant", warmupSteps: 0, totalSteps: 0 };
+  const s = new ServerShard({
+    shard,
+    runId: RUN_ID,
+    range,
+    workers,
+    mode: createMode("sync", 0),
+    optimizer,
+    init: new Float32Array(range.end - range.start),
+  });
+  // Time spent inside the state machine (finite check, accumulate, SGD, reply copy), and this
+  // process's CPU time and page faults, from the end of the warm-up rounds on.
+  let handleMs = 0;
+  let u0: Usage | null = null;
+  const handle = s.handle.bind(s);
+  s.handle = (from, frames, now) => {
+    const t0 = performance.now();
+    const out = handle(from, frames, now);
+    if (u0 !== null) handleMs += performance.now() - t0;
+    else if (s.version >= warmup) u0 = usage();
+    return out;
+  };
+  // The options of the ps-train server process (src/ps/server-main.ts).
+  const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
+  await router.bind(bindAddress(transport, tag, `bench-server-${shard}`));
+  const endpoint = router.lastEndpoint;
+  if (!endpoint) throw new Error("the bound ROUTER reports no endpoint");
+  let stopping = false;
+  let atGo: Usage | null = null;
+  process.on("message", (m: ToChild) => {
+    if (m.type === "go") atGo = usage();
+    if (m.type !== "stop") return;
+    stopping = true;
+    const stats: ServerStats = { rounds: s.version - warmup, handleSeconds: handleMs / 1000, usage: u0 ? usageSince(u0) : { cpu: 0, faults: 0 },
+      cpuSinceGo: atGo ? usageSince(atGo).cpu : 0,
+      errors: s.errors,
+    };
+    void sendFlushed({ type: "stats", stats }).finally(() => router.close());
+  });
+  send({ type: "endpoint", endpoint });
+  try {
+    await serveShard(router, s);
+  } catch (err) {
+    if (!stopping) throw err;
+  }
+}
+
+async function workerRole(rank: number, size: number): Promise<void> {
+  const map = await nextMessage<Extract<ToChild, { type: "map" }>>("map");
+  const weights = new Float32Array(size);
+  const gradient = new Float32Array(size).fill(GRAD);
+  const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, REQUEST_TIMEOUT_MS);
+  await ps.pull(0);
+  send({ type: "ready" });
+  const go = await nextMessage<Extract<ToChild, { type: "go" }>>("go");
+  const atGo = usage();
+  const total = go.warmup + go.iters;
+  const ends = new Float64Array(total);
+  const latencies = new Float64Array(total);
+  let lastProgress = performance.now();
+  let u0 = usage();
+  for (let c = 0; c < total; c++) {
+    const t0 = performance.now();
+    await ps.pushPull(c, gradient);
+    const t1 = performance.now();
+    ends[c] = t1;
+    latencies[c] = t1 - t0;
+    if (c === go.warmup - 1) u0 = usage();
+    if (t1 - lastProgress > 1000) {
+      send({ type: "progress", done: c + 1 });
+      lastProgress = t1;
+    }
+  }
+  ps.close();
+  await sendFlushed({ type: "times", ends: Array.from(ends), latencies: Array.from(latencies), first: weights[0] ?? NaN, last: weights[size - 1] ?? NaN, usage: usageSince(u0), cpuSinceGo: usageSince(atGo).cpu });
+}
+
+async function child(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      role: { type: "string" },
+      rank: { type: "string" },
+      range: { type: "string" },
+      workers: { type: "string" },
+      transport: { type: "string" },
+      tag: { type: "string" },
+      size: { type: "string" },
+      warmup: { type: "string" },
+    },
+  });
+  // The driver is gone (it exited or was killed): nobody wants our results.
+  process.on("disconnect", () => process.exit(0));
+  try {
+    if (values.role === "server") {
+      const [start, end] = (values.range ?? "").split(":").map(Number);
+      if (start === undefined || end === undefined) throw new Error(`bad --range ${values.range}`);
+      await serverRole(Number(values.rank), { start, end }, Number(values.workers), Number(values.warmup), values.transport as TransportName, values.tag ?? "bench");
+    } else if (values.role === "worker") {
+      await workerRole(Number(values.rank), Number(values.size));
+    } else throw new Error(`unknown --role ${values.role}`);
+    process.exit(0);
+  } catch (err) {
+    send({ type: "error", message: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  }
+}
+
 // ---------------------------------------------------------------- driver
+
 interface Cell {
   transport: TransportName;
-  malloc: "tuned" | "default";
+  malloc: Malloc;
   sizeBytes: number;
   workers: number;
   shards: number;
   iters: number;
   warmup: number;
+  verbose: boolean;
+}
+
+/** every child of the current cell; all of them are killed on exit, SIGINT and SIGTERM */
+const live = new Set<ChildProcess>();
+/** the ipc socket folder of the current cell, removed on the way out */
+let ipcTag: string | null = null;
+function killAll(): void {
+  for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  if (ipcTag !== null) removeIpcDir(ipcTag);
+  ipcTag = null;
 }
 
 class Children {
-  readonly all: { name: string; proc: ChildProcess }[] = [];
+  private readonly named = new Map<ChildProcess, string>();
+  /** every message a child sent, kept until someone waits for it (none is lost to a race) */
+  private readonly inbox = new Map<ChildProcess, FromChild[]>();
+  private readonly lastHeard = new Map<ChildProcess, number>();
+  /** children that have sent their results: from then on a clean exit is expected */
+  private readonly reported = new Set<ChildProcess>();
   private failure: ((e: Error) => void) | null = null;
+  /** rejects when any child fails, dies early or reports an error */
   readonly failed = new Promise<never>((_, reject) => (this.failure = reject));
+
   constructor() {
     this.failed.catch(() => undefined);
   }
+
   start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
-    const proc = fork(SELF, args, { env, stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    this.all.push({ name, proc });
-    proc.on("exit", (code, signal) => {
-      if (code !== 0) this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}`));
+    const execArgv = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
+    const proc = fork(SELF, args, { env, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    live.add(proc);
+    this.named.set(proc, name);
+    this.inbox.set(proc, []);
+    this.lastHeard.set(proc, Date.now());
+    proc.on("error", (err) => this.failure?.(new Error(`${name}: ${err.message}`)));
+    proc.on("exit", () => live.delete(proc));
+    // 'close' comes after the IPC channel has delivered everything the child sent.
+    proc.on("close", (code, signal) => {
+      live.delete(proc);
+      if (code !== 0 || !this.reported.has(proc))
+        this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} before it was done`));
     });
     proc.on("message", (m: FromChild) => {
-      if (m.type === "error") this.failure?.(new Error(`${name}: ${m.message}`));
+      this.lastHeard.set(proc, Date.now());
+      if (m.type === "error") this.failure?.(new Error(`${name} (pid ${proc.pid}): ${m.message}`));
+      else if (m.type !== "progress") this.inbox.get(proc)?.push(m);
+      if (m.type === "times" || m.type === "stats") this.reported.add(proc);
     });
     return proc;
   }
-  wait<T extends FromChild>(proc: ChildProcess, name: string, type: T["type"]): Promise<T> {
-    const got = new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${type} from ${name} within ${DEADLINE_MS} ms`)), DEADLINE_MS);
-      const on = (m: FromChild) => {
-        if (m.type !== type) return;
-        clearTimeout(timer);
-        proc.off("message", on);
-        resolve(m as T);
-      };
-      proc.on("message", on);
-    });
-    return Promise.race([got, this.failed]);
+
+  /** The next message of `type` from `proc`; fails when the child has been silent for STALL_MS. */
+  async wait<T extends FromChild>(proc: ChildProcess, type: T["type"]): Promise<T> {
+    const box = this.inbox.get(proc) ?? [];
+    for (;;) {
+      const i = box.findIndex((m) => m.type === type);
+      if (i >= 0) return box.splice(i, 1)[0] as T;
+      if (Date.now() - (this.lastHeard.get(proc) ?? 0) > STALL_MS)
+        throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${STALL_MS} ms`);
+      await Promise.race([new Promise((r) => setTimeout(r, 5)), this.failed]);
+    }
   }
-  killAll(): void {
-    for (const c of this.all) if (c.proc.exitCode === null) c.proc.kill("SIGKILL");
+
+  /** Wait (bounded) for every child to exit, then kill what is left. */
+  async reap(ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline && [...this.named.keys()].some((p) => live.has(p))) await new Promise((r) => setTimeout(r, 5));
+    for (const p of this.named.keys()) if (live.has(p)) p.kill("SIGKILL");
   }
+}
+
+/** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
+function machineCpu(): { busy: number; total: number } | null {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, x) => a + x, 0);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const hz = 100;
+    return { busy: (total - idle) / hz, total: total / hz };
+  } catch {
+    return null;
+  }
+}
+
+function quantiles(xs: number[]): { median: number; min: number; max: number } {
+  const t = [...xs].sort((a, b) => a - b);
+  const mid = t.length >> 1;
+  const median = t.length % 2 ? t[mid]! : (t[mid - 1]! + t[mid]!) / 2;
+  return { median, min: t[0]!, max: t[t.length - 1]! };
 }
 
 async function measure(cell: Cell): Promise<Record<string, unknown>> {
   const size = Math.floor(cell.sizeBytes / 4);
   const ranges = partitionKeys(size, cell.shards);
-  const tag = `bench-${randomBytes(3).toString("hex")}`;
+  const tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(TUNED_MALLOC_ENV)) delete env[k];
   if (cell.malloc === "tuned") Object.assign(env, TUNED_MALLOC_ENV);
+  if (cell.transport === "ipc") ipcTag = tag;
   const kids = new Children();
+  const t0 = performance.now();
   try {
-    const servers: ShardEndpoint[] = [];
+    // Servers and workers start together; workers get the shard map once every server is bound.
     const sprocs = ranges.map((r, k) =>
-      kids.start(`server shard ${k}`, ["--role", "server", "--rank", String(k), "--range", `${r.start}:${r.end}`, "--workers", String(cell.workers), "--transport", cell.transport, "--tag", tag], env),
+      kids.start(
+        `server shard ${k}`,
+        ["--role", "server", "--rank", String(k), "--range", `${r.start}:${r.end}`, "--workers", String(cell.workers), "--warmup", String(cell.warmup), "--transport", cell.transport, "--tag", tag],
+        env,
+      ),
     );
+    const wprocs = Array.from({ length: cell.workers }, (_, r) => kids.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), "--size", String(size)], env));
+    const servers: ShardEndpoint[] = [];
     for (const [k, p] of sprocs.entries()) {
-      const m = await kids.wait<Extract<FromChild, { type: "endpoint" }>>(p, `server shard ${k}`, "endpoint");
+      const m = await kids.wait<Extract<FromChild, { type: "endpoint" }>>(p, "endpoint");
       servers.push({ shard: k, endpoint: m.endpoint, range: ranges[k]! });
     }
-    const wprocs = Array.from({ length: cell.workers }, (_, r) => kids.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), "--size", String(size)], env));
     for (const p of wprocs) p.send({ type: "map", servers } satisfies ToChild);
-    await Promise.all(wprocs.map((p, r) => kids.wait(p, `worker ${r}`, "ready")));
-    for (const p of wprocs) p.send({ type: "go", iters: cell.iters, warmup: cell.warmup } satisfies ToChild);
-    const results = await Promise.all(wprocs.map((p, r) => kids.wait<Extract<FromChild, { type: "times" }>>(p, `worker ${r}`, "times")));
+    for (const p of wprocs) await kids.wait(p, "ready");
+    const startup = performance.now() - t0;
+    const go: ToChild = { type: "go", iters: cell.iters, warmup: cell.warmup };
+    const machine0 = machineCpu();
+    const own0 = process.cpuUsage();
+    for (const p of sprocs) p.send(go);
+    for (const p of wprocs) p.send(go);
+    const results: Extract<FromChild, { type: "times" }>[] = [];
+    for (const p of wprocs) results.push(await kids.wait<Extract<FromChild, { type: "times" }>>(p, "times"));
+    const machine1 = machineCpu();
+    const own = process.cpuUsage(own0);
     for (const p of sprocs) p.send({ type: "stop" } satisfies ToChild);
-    const t = [...results[0]!.times].sort((a, b) => a - b);
-    const median = t[Math.floor(t.length / 2)]!;
+    const stats: ServerStats[] = [];
+    for (const p of sprocs) stats.push((await kids.wait<Extract<FromChild, { type: "stats" }>>(p, "stats")).stats);
+    await kids.reap(5000);
+
+    const w = cell.warmup;
+    const ends0 = results[0]!.ends;
+    const periods = ends0.slice(w).map((e, i) => (e - ends0[w + i - 1]!) / 1000);
+    const pushPull = periods.map((_, i) => Math.max(...results.map((r) => r.latencies[w + i]!)) / 1000);
+    const round = quantiles(periods);
+    const pp = quantiles(pushPull);
+    const rounds = w + cell.iters;
+    const expect = -LR * GRAD * rounds;
+    const correct = results.every((r) => Math.abs(r.first - expect) < 1e-4 * rounds && Math.abs(r.last - expect) < 1e-4 * rounds);
+    // Server-side figures per timed round, summed over the shards; worker figures: mean per worker.
+    const timed = cell.iters;
+    const serverRounds = Math.max(1, Math.min(...stats.map((x) => x.rounds)));
+    const handlePerRound = stats.reduce((a, x) => a + x.handleSeconds, 0) / serverRounds;
+    const serverCpu = stats.reduce((a, x) => a + x.usage.cpu, 0) / serverRounds;
+    const serverFaults = stats.reduce((a, x) => a + x.usage.faults, 0) / serverRounds;
+    const workerCpu = results.reduce((a, r) => a + r.usage.cpu, 0) / results.length / timed;
+    const workerFaults = results.reduce((a, r) => a + r.usage.faults, 0) / results.length / timed;
+    if (cell.verbose) process.stderr.write(`bench-ps:   rounds (ms, in order): ${periods.map((p) => (p * 1e3).toFixed(2)).join(" ")}\n`);
+    // CPU the machine spent in the measured interval beyond this bench's processes: another
+    // process sharing the cores (the figures of such a cell are not to be trusted).
+    const ours = results.reduce((a, r) => a + r.cpuSinceGo, 0) + stats.reduce((a, x) => a + x.cpuSinceGo, 0) + (own.user + own.system) / 1e6;
+    const foreign = machine1 && machine0 ? Math.max(0, (machine1.busy - machine0.busy - ours) / ((machine1.total - machine0.total) || 1)) : NaN;
+    const errors = stats.flatMap((x) => Object.entries(x.errors).map(([k, v]) => `${k}:${v}`));
+    const ms = (x: number) => (x * 1e3).toFixed(2);
+    process.stderr.write(
+      `bench-ps:   round ${ms(round.median)} ms (${ms(round.min)}-${ms(round.max)}), ${((2 * cell.workers * cell.sizeBytes) / round.median / 1e9).toFixed(2)} GB/s; ` +
+        `per round: shards handle() ${ms(handlePerRound)} ms, cpu ${ms(serverCpu)} ms, ${serverFaults.toFixed(0)} faults; ` +
+        `each worker cpu ${ms(workerCpu)} ms, ${workerFaults.toFixed(0)} faults; ` +
+        `other processes ${(foreign * 100).toFixed(0)}% of the machine; start-up ${(startup / 1000).toFixed(2)} s, cell ${((performance.now() - t0) / 1000).toFixed(2)} s${correct ? "" : "; WRONG WEIGHTS"}` +
+        `${errors.length ? `; shard errors ${errors.join(",")}` : ""}\n`,
+    );
     return {
       bench: "ps_round",
       impl: `ps-train-zmq ${cell.transport}`,
+      malloc: cell.malloc,
       n: cell.workers,
       shards: cell.shards,
+      processes: cell.workers + cell.shards,
       size_bytes: cell.sizeBytes,
-      median_s: median,
-      min_s: t[0],
-      max_s: t[t.length - 1],
-      reps: t.length,
-      malloc: cell.malloc,
-      server_GBps: (2 * cell.workers * cell.sizeBytes) / median / 1e9,
-      push_pull_median_s: median,
+      size_MiB: cell.sizeBytes / 2 ** 20,
+      warmup: w,
+      reps: periods.length,
+      median_s: round.median,
+      min_s: round.min,
+      max_s: round.max,
+      round_median_s: round.median,
+      round_min_s: round.min,
+      round_max_s: round.max,
+      push_pull_median_s: pp.median,
+      push_pull_min_s: pp.min,
+      push_pull_max_s: pp.max,
+      server_GBps: (2 * cell.workers * cell.sizeBytes) / round.median / 1e9,
+      server_GBps_median: (2 * cell.workers * cell.sizeBytes) / round.median / 1e9,
+      server_handle_s_per_round: handlePerRound,
+      server_cpu_s_per_round: serverCpu,
+      server_faults_per_round: serverFaults,
+      worker_cpu_s_per_round: workerCpu,
+      worker_faults_per_round: workerFaults,
+      foreign_cpu_frac: foreign,
+      correct,
     };
   } finally {
-    kids.killAll();
-    if (cell.transport === "ipc") removeIpcDir(tag);
+    killAll();
   }
 }
 
 function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB)?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size ${s} (use e.g. 4KiB, 16MiB)`);
-  const unit = (m[2] ?? "B").toLowerCase();
-  const mult = unit === "kib" ? 1024 : unit === "mib" ? 1024 ** 2 : unit === "gib" ? 1024 ** 3 : 1;
-  return Math.round(Number(m[1]) * mult);
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|K|M|G)?$/i.exec(s.trim());
+  if (!m) throw new Error(`bad size "${s}" (use e.g. 64KiB, 16MiB)`);
+  const unit = (m[2] ?? "B").toLowerCase()[0];
+  const mult = unit === "k" ? 1024 : unit === "m" ? 1024 ** 2 : unit === "g" ? 1024 ** 3 : 1;
+  const bytes = Math.round(Number(m[1]) * mult);
+  if (bytes < 4 || bytes % 4 !== 0) throw new Error(`size "${s}" must be a positive multiple of 4 bytes (float32)`);
+  return bytes;
+}
+
+function positiveInts(s: string, what: string): number[] {
+  const xs = s
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map(Number);
+  for (const x of xs) if (!Number.isInteger(x) || x < 1) throw new Error(`--${what}: ${x} is not a positive integer`);
+  return xs;
+}
+
+/**
+ * Timed rounds per cell: about 1.5 GB through the shards (≈ 1 s on this machine), between 5 and
+ * 50 rounds, so that the default grid takes a few minutes and small sizes still get 50 rounds.
+ */
+function itersFor(sizeBytes: number, workers: number): number {
+  return Math.max(5, Math.min(50, Math.round(1.5e9 / (2 * workers * sizeBytes))));
 }
 
 async function driver(): Promise<void> {
@@ -199,56 +469,54 @@ async function driver(): Promise<void> {
       iters: { type: "string" },
       warmup: { type: "string", default: "3" },
       quick: { type: "boolean", default: false },
+      verbose: { type: "boolean", short: "v", default: false },
+      help: { type: "boolean", short: "h", default: false },
     },
   });
-  const list = (s: string) => s.split(",").map((x) => x.trim()).filter(Boolean);
-  const sizes = list(values.quick ? "1MiB,16MiB" : values.sizes).map(parseSize);
-  const workers = list(values.quick ? "1,4" : values.workers).map(Number);
-  const shards = list(values.quick ? "1,2" : values.shards).map(Number);
-  const transports = list(values.transports) as TransportName[];
-  const mallocs = values.malloc === "both" ? (["tuned", "default"] as const) : ([values.malloc as "tuned" | "default"] as const);
+  if (values.help) {
+    process.stderr.write(
+      "usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4] [--transports tcp,ipc]\n" +
+        "                          [--malloc tuned|default|both] [--iters N] [--warmup 3] [--quick] [--verbose]\n",
+    );
+    return;
+  }
+  const sizes = (values.quick ? "64KiB,1MiB" : values.sizes).split(",").map(parseSize);
+  const workers = positiveInts(values.quick ? "1,2" : values.workers, "workers");
+  const shards = positiveInts(values.quick ? "1,2" : values.shards, "shards");
+  const transports = values.transports.split(",").map((t) => t.trim());
+  for (const t of transports) if (t !== "tcp" && t !== "ipc") throw new Error(`--transports: unknown transport ${t} (tcp, ipc)`);
+  const m = values.malloc;
+  if (m !== "tuned" && m !== "default" && m !== "both") throw new Error(`--malloc: ${m} is not tuned, default or both`);
+  const mallocs: Malloc[] = m === "both" ? ["tuned", "default"] : [m];
+  const warmup = Number(values.warmup);
+  if (!Number.isInteger(warmup) || warmup < 1) throw new Error("--warmup must be an integer >= 1 (the first round's period needs a round before it)");
+  const fixedIters = values.iters === undefined ? undefined : positiveInts(values.iters, "iters")[0];
+  const cells = mallocs.length * transports.length * sizes.length * workers.length * shards.length;
+  let i = 0;
+  const t0 = performance.now();
   for (const malloc of mallocs)
-    for (const transport of transports)
+    for (const transport of transports as TransportName[])
       for (const sizeBytes of sizes)
         for (const n of workers)
           for (const k of shards) {
-            // About 200 MB per worker per cell, between 8 and 60 rounds.
-            const iters = values.iters ? Number(values.iters) : Math.max(8, Math.min(60, Math.round(2e8 / sizeBytes / Math.max(1, n / 2))));
-            process.stderr.write(`bench-ps: ${transport} malloc=${malloc} size=${sizeBytes} workers=${n} shards=${k} iters=${iters}\n`);
-            const line = await measure({ transport, malloc, sizeBytes, workers: n, shards: k, iters, warmup: Number(values.warmup) });
+            const iters = fixedIters ?? itersFor(sizeBytes, n);
+            i++;
+            process.stderr.write(`bench-ps: [${i}/${cells}] ${transport} malloc=${malloc} size=${sizeBytes} N=${n} K=${k} rounds=${warmup}+${iters}\n`);
+            const line = await measure({ transport, malloc, sizeBytes, workers: n, shards: k, iters, warmup, verbose: values.verbose });
             process.stdout.write(JSON.stringify(line) + "\n");
           }
-}
-
-async function child(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      role: { type: "string" },
-      rank: { type: "string" },
-      range: { type: "string" },
-      workers: { type: "string" },
-      transport: { type: "string" },
-      tag: { type: "string" },
-      size: { type: "string" },
-    },
-  });
-  process.on("disconnect", () => process.exit(0));
-  try {
-    if (values.role === "server") {
-      const [start, end] = (values.range ?? "0:0").split(":").map(Number);
-      await serverRole(Number(values.rank), { start: start!, end: end! }, Number(values.workers), values.transport as TransportName, values.tag!);
-    } else {
-      await workerRole(Number(values.rank), Number(values.size));
-      process.exit(0);
-    }
-  } catch (err) {
-    send({ type: "error", message: err instanceof Error ? err.message : String(err) });
-    process.exit(1);
-  }
+  process.stderr.write(`bench-ps: ${cells} cells in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 }
 
 if (process.argv.includes("--role")) void child();
-else
+else {
+  process.on("exit", killAll);
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+    process.on(sig, () => {
+      process.stderr.write(`bench-ps: ${sig}, killing ${live.size} child process(es)\n`);
+      killAll();
+      process.exit(130);
+    });
   driver().then(
     () => process.exit(0),
     (err: unknown) => {
@@ -256,3 +524,4 @@ else
       process.exit(1);
     },
   );
+}
