@@ -8,7 +8,7 @@ import { buildParser } from "./options.js";
 import { ProgressBar } from "./progress-bar.js";
 
 function makeLogger(level: string): Logger {
-  if (process.stderr.isTTY) return pino({ level }, pretty({ destination: 2, colorize: true, sync: true }));
+  if (process.stderr.isTTY) return pino({ level }, pretty({ destination: 2, colorize: true, sync: true, singleLine: true }));
   return pino({ level }, pino.destination({ dest: 2, sync: true }));
 }
 
