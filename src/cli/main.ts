@@ -47,7 +47,7 @@ async function train(config: TrainConfig): Promise<void> {
     "run finished",
   );
   process.stdout.write(
-    `test accuracy ${(summary.testAccuracy * 100).toFixed(2)}%  loss ${summary.testLoss.toFixed(4)}  ` +
+    (summary.task === "classification" ? `test accuracy ${(summary.testAccuracy * 100).toFixed(2)}%  loss ${summary.testLoss.toFixed(4)}  ` : `test loss (MSE) ${summary.testLoss.toPrecision(4)}  `) +
       `train ${summary.trainSeconds.toFixed(2)} s  ${Math.round(summary.samplesPerSecond)} samples/s  ` +
       `staleness mean ${summary.staleness.mean.toFixed(2)} max ${summary.staleness.max}` +
       (summary.targetAccuracy !== null ? `  time to ${summary.targetAccuracy}: ${summary.timeToTargetSeconds === null ? "not reached" : summary.timeToTargetSeconds.toFixed(2) + " s"}` : "") +

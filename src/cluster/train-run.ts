@@ -56,6 +56,7 @@ export interface Summary {
   servers: number;
   model: string;
   dataset: string;
+  task: "classification" | "regression";
   backend: string;
   paramCount: number;
   batchSize: number;
@@ -340,6 +341,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       servers: cfg.servers,
       model: cfg.model,
       dataset: cfg.dataset,
+      task: dataset.task,
       backend: prep.backend,
       paramCount: model.size,
       batchSize: cfg.batchSize,

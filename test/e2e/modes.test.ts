@@ -9,6 +9,7 @@ import { selectBackend } from "../../src/model/backend.js";
 import { createModel } from "../../src/model/zoo.js";
 import { learningRate } from "../../src/ps/lr-schedule.js";
 import { createOptimizer } from "../../src/ps/optimizer.js";
+import { syntheticLinearTruth } from "../../src/data/synthetic.js";
 import { deriveSeed } from "../../src/util/rng.js";
 import { maxAbsDiff, savedWeights, smallConfig, train } from "../helpers/run.js";
 
@@ -87,5 +88,17 @@ describe("training modes, end to end (real processes, real sockets)", function (
     const lines = readFileSync(join(cfg.out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; staleness?: number });
     assert.ok(lines.some((l) => l.type === "step" && (l.staleness ?? 0) > 0));
     assert.ok(lines.some((l) => l.type === "eval"));
+  });
+
+  it("async linear regression converges to the known optimum", async () => {
+    const cfg = smallConfig({ mode: "async", workers: 3, servers: 2, dataset: "synthetic-linear", model: "linreg", epochs: 4, optimizer: "sgd", lr: 0.3 });
+    const summary = await train(cfg);
+    assert.equal(summary.task, "regression");
+    const truth = syntheticLinearTruth(cfg.seed);
+    const w = savedWeights(cfg.out);
+    const want = Float32Array.from([...truth.w, truth.b]);
+    const diff = maxAbsDiff(w, want);
+    assert.ok(diff < 0.02, `max |w - w*| = ${diff}`);
+    assert.ok(summary.testLoss < 3 * truth.noise ** 2 + 1e-4, `test MSE ${summary.testLoss}`);
   });
 });
