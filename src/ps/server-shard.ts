@@ -128,11 +128,14 @@ export class ServerShard implements ShardClocks {
       case MsgType.PUSH_PULL: {
         this.checkWorker(h);
         const staleness = this.push(h, payload);
+        // A worker sends its next request only after it has received our last reply in full.
+        this.replies.release(h.rank);
         return this.read(from, h.rank, this.clocks[h.rank]!, h.seq, now, staleness);
       }
       case MsgType.PUSH: {
         this.checkWorker(h);
         this.push(h, payload);
+        this.replies.release(h.rank);
         return [this.reply(from, MsgType.ACK, h.seq, [])];
       }
       case MsgType.PULL: {
@@ -140,6 +143,7 @@ export class ServerShard implements ShardClocks {
         this.expectNoPayload(h, payload);
         if (h.clock !== this.clocks[h.rank])
           throw new WireError("clock", `worker ${h.rank} read at clock ${h.clock} but has pushed ${this.clocks[h.rank]} gradients`);
+        this.replies.release(h.rank);
         return this.read(from, h.rank, h.clock, h.seq, now);
       }
       case MsgType.SNAPSHOT:
@@ -171,8 +175,6 @@ export class ServerShard implements ShardClocks {
   private checkWorker(h: Header): void {
     if (!Number.isInteger(h.rank) || h.rank < 0 || h.rank >= this.workers)
       throw new WireError("rank", `rank ${h.rank} is not a worker of this run (0..${this.workers - 1})`);
-    // A worker sends its next request only after it has received our last reply in full.
-    this.replies.release(h.rank);
   }
 
   private checkCoordinator(h: Header): void {

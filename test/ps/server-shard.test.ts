@@ -42,6 +42,22 @@ describe("ServerShard", () => {
     });
   });
 
+  describe("reply buffers", () => {
+    it("never rewrite a buffer a worker may still be receiving, and reuse it once the worker has moved on", () => {
+      const s = makeShard({ mode: "async", workers: 2, size: 4, optimizer: sgd(1) });
+      const a = s.handle(peer(0), pushPull(0, 0, f32(2, 2, 2, 2)))[0]!;
+      const seenByWorker0 = Array.from(weightsOf(a));
+      // worker 1 moves the weights on while worker 0 has not sent anything since its reply
+      const b = s.handle(peer(1), pushPull(1, 0, f32(2, 2, 2, 2)))[0]!;
+      assert.notEqual(a.frames[0], b.frames[0], "a new version goes into another buffer");
+      assert.deepEqual(Array.from(weightsOf(a)), seenByWorker0, "worker 0's reply is untouched");
+      // worker 0's next push proves it has its reply: that buffer may now be reused
+      const c = s.handle(peer(0), pushPull(0, 1, f32(2, 2, 2, 2), { version: 1 }))[0]!;
+      assert.equal(c.frames[0], a.frames[0], "the released buffer is reused");
+      assert.deepEqual(Array.from(weightsOf(c)), [-3, -3, -3, -3]);
+    });
+  });
+
   describe("ssp", () => {
     it("lets a worker run ahead by at most s clocks and releases it when the slowest advances", () => {
       const s = makeShard({ mode: "ssp", staleness: 1, workers: 2, size: 1, optimizer: sgd(1) });
