@@ -288,13 +288,14 @@ class Children {
     return proc;
   }
 
-  /** The next message of `type` from `proc`; fails when the child has been silent for STALL_MS. */
+  /** The next message of `type` from `proc`; fails when the child stays silent for STALL_MS while we wait. */
   async wait<T extends FromChild>(proc: ChildProcess, type: T["type"]): Promise<T> {
     const box = this.inbox.get(proc) ?? [];
+    const since = Date.now();
     for (;;) {
       const i = box.findIndex((m) => m.type === type);
       if (i >= 0) return box.splice(i, 1)[0] as T;
-      if (Date.now() - (this.lastHeard.get(proc) ?? 0) > STALL_MS)
+      if (Date.now() - Math.max(since, this.lastHeard.get(proc) ?? 0) > STALL_MS)
         throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${STALL_MS} ms`);
       await Promise.race([new Promise((r) => setTimeout(r, 5)), this.failed]);
     }
@@ -306,6 +307,14 @@ class Children {
     while (Date.now() < deadline && [...this.named.keys()].some((p) => live.has(p))) await new Promise((r) => setTimeout(r, 5));
     for (const p of this.named.keys()) if (live.has(p)) p.kill("SIGKILL");
   }
+}
+
+/** glibc malloc settings in the children's environment beyond --malloc (e.g. MALLOC_ARENA_MAX=1). */
+function mallocExtra(env: NodeJS.ProcessEnv): string {
+  return Object.keys(env)
+    .filter((k) => /^MALLOC_|^GLIBC_TUNABLES$/.test(k) && !(k in TUNED_MALLOC_ENV))
+    .map((k) => `${k}=${env[k]}`)
+    .join(" ");
 }
 
 /** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
@@ -407,6 +416,7 @@ async function measure(cell: Cell): Promise<Record<string, unknown>> {
       bench: "ps_round",
       impl: `ps-train-zmq ${cell.transport}`,
       malloc: cell.malloc,
+      ...(mallocExtra(env) ? { malloc_extra: mallocExtra(env) } : {}),
       n: cell.workers,
       shards: cell.shards,
       processes: cell.workers + cell.shards,

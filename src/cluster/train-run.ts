@@ -172,7 +172,6 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       map.servers.push({ shard: ev.peer.rank, endpoint: body.endpoint, range: ranges[ev.peer.rank]! });
     }, () => missingOf(cfg.servers, new Set(map.servers.map((s) => s.shard)), "server"));
     map.servers.sort((a, b) => a.shard - b.shard);
-    config.servers = cfg.servers;
     runDir.writeJson("config.json", {
       ...config,
       backend: prep.backend,
@@ -202,7 +201,6 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
     const stepsPerEpoch = dataset.trainCount / globalBatch;
     const evalEvery = cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round(cfg.targetAccuracy !== null ? stepsPerEpoch / 5 : stepsPerEpoch));
     let nextEval = evalEvery;
-    const workerSteps = new Array<number>(cfg.workers).fill(0);
     let totalWorkerSteps = 0;
     let samples = 0;
     const done = new Map<number, WorkerStats>();
@@ -243,7 +241,6 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       }
       const pm = ev.body as ProgressMsg;
       for (const s of pm.steps) {
-        workerSteps[pm.rank] = s.step + 1;
         totalWorkerSteps++;
         samples += s.samples;
         const acc = s.samples > 0 ? s.correct / s.samples : 0;
