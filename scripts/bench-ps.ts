@@ -49,7 +49,11 @@ const LR = 0.01;
 const GRAD = 1;
 type Malloc = "tuned" | "default";
 
-type ToChild = { type: "map"; servers: ShardEndpoint[] } | { type: "go"; iters: number; warmup: number } | { type: "stop" };
+type ToChild =
+  | { type: "map"; servers: ShardEndpoint[] }
+  | { type: "warm"; rounds: number }
+  | { type: "go"; iters: number }
+  | { type: "stop" };
 /** CPU seconds (all threads: V8 and libzmq's I/O thread) and minor page faults of one process */
 interface Usage {
   user: number;
@@ -68,6 +72,7 @@ interface ServerStats {
 type FromChild =
   | { type: "endpoint"; endpoint: string }
   | { type: "ready" }
+  | { type: "warmed"; latencies: number[] }
   | { type: "progress"; done: number }
   | { type: "times"; ends: number[]; latencies: number[]; first: number; last: number; usage: Usage; cpuSinceGo: number }
   | { type: "stats"; stats: ServerStats }
@@ -173,27 +178,40 @@ async function workerRole(rank: number, size: number): Promise<void> {
   const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, REQUEST_TIMEOUT_MS);
   await ps.pull(0);
   send({ type: "ready" });
+  let clock = 0;
+  // Warm-up, except its last round: the driver sizes the timed phase from these round times.
+  const warm = await nextMessage<Extract<ToChild, { type: "warm" }>>("warm");
+  const warmLatencies: number[] = [];
+  for (let i = 0; i < warm.rounds; i++) {
+    const t0 = performance.now();
+    await ps.pushPull(clock++, gradient);
+    warmLatencies.push((performance.now() - t0) / 1000);
+  }
+  send({ type: "warmed", latencies: warmLatencies });
+  // The last warm-up round (it absorbs the skew of the go message between workers), then the
+  // timed rounds, each timed from the previous round's end.
   const go = await nextMessage<Extract<ToChild, { type: "go" }>>("go");
   const atGo = usage();
-  const total = go.warmup + go.iters;
+  const total = 1 + go.iters;
   const ends = new Float64Array(total);
   const latencies = new Float64Array(total);
   let lastProgress = performance.now();
   let u0 = usage();
-  for (let c = 0; c < total; c++) {
+  for (let i = 0; i < total; i++) {
     const t0 = performance.now();
-    await ps.pushPull(c, gradient);
+    await ps.pushPull(clock++, gradient);
     const t1 = performance.now();
-    ends[c] = t1;
-    latencies[c] = t1 - t0;
-    if (c === go.warmup - 1) u0 = usage();
+    ends[i] = t1;
+    latencies[i] = t1 - t0;
+    if (i === 0) u0 = usage();
     if (t1 - lastProgress > 1000) {
-      send({ type: "progress", done: c + 1 });
+      send({ type: "progress", done: i + 1 });
       lastProgress = t1;
     }
   }
   ps.close();
-  await sendFlushed({ type: "times", ends: Array.from(ends), latencies: Array.from(latencies), first: weights[0] ?? NaN, last: weights[size - 1] ?? NaN, usage: usageSince(u0), cpuSinceGo: cpuOf(usageSince(atGo)) });
+  const u = usageSince(u0);
+  await sendFlushed({ type: "times", ends: Array.from(ends), latencies: Array.from(latencies), first: weights[0] ?? NaN, last: weights[size - 1] ?? NaN, usage: u, cpuSinceGo: cpuOf(usageSince(atGo)) });
 }
 
 async function child(): Promise<void> {
@@ -234,7 +252,9 @@ interface Cell {
   sizeBytes: number;
   workers: number;
   shards: number;
-  iters: number;
+  /** timed rounds; undefined: as many as fit in `seconds`, judged from the warm-up rounds */
+  iters: number | undefined;
+  seconds: number;
   warmup: number;
   verbose: boolean;
 }
@@ -365,7 +385,12 @@ async function measure(cell: Cell): Promise<Record<string, unknown>> {
     for (const p of wprocs) p.send({ type: "map", servers } satisfies ToChild);
     for (const p of wprocs) await kids.wait(p, "ready");
     const startup = performance.now() - t0;
-    const go: ToChild = { type: "go", iters: cell.iters, warmup: cell.warmup };
+    const warm: ToChild = { type: "warm", rounds: cell.warmup - 1 };
+    for (const p of wprocs) p.send(warm);
+    const warmed: number[][] = [];
+    for (const p of wprocs) warmed.push((await kids.wait<Extract<FromChild, { type: "warmed" }>>(p, "warmed")).latencies);
+    const iters = cell.iters ?? itersFor(warmed[0]!, cell);
+    const go: ToChild = { type: "go", iters };
     const machine0 = machineCpu();
     const own0 = process.cpuUsage();
     for (const p of sprocs) p.send(go);
@@ -381,15 +406,15 @@ async function measure(cell: Cell): Promise<Record<string, unknown>> {
 
     const w = cell.warmup;
     const ends0 = results[0]!.ends;
-    const periods = ends0.slice(w).map((e, i) => (e - ends0[w + i - 1]!) / 1000);
-    const pushPull = periods.map((_, i) => Math.max(...results.map((r) => r.latencies[w + i]!)) / 1000);
+    const periods = ends0.slice(1).map((e, i) => (e - ends0[i]!) / 1000);
+    const pushPull = periods.map((_, i) => Math.max(...results.map((r) => r.latencies[i + 1]!)) / 1000);
     const round = quantiles(periods);
     const pp = quantiles(pushPull);
-    const rounds = w + cell.iters;
+    const rounds = w + iters;
     const expect = -LR * GRAD * rounds;
     const correct = results.every((r) => Math.abs(r.first - expect) < 1e-4 * rounds && Math.abs(r.last - expect) < 1e-4 * rounds);
     // Server-side figures per timed round, summed over the shards; worker figures: mean per worker.
-    const timed = cell.iters;
+    const timed = iters;
     const serverRounds = Math.max(1, Math.min(...stats.map((x) => x.rounds)));
     const handlePerRound = stats.reduce((a, x) => a + x.handleSeconds, 0) / serverRounds;
     const serverUser = stats.reduce((a, x) => a + x.usage.user, 0) / serverRounds;
@@ -477,7 +502,7 @@ function positiveInts(s: string, what: string): number[] {
  * the first ~30 rounds, then ~1.3 ms. Warm up until each worker has received ~48 MiB.
  */
 function warmupFor(sizeBytes: number): number {
-  return Math.max(3, Math.min(60, Math.ceil((48 * 2 ** 20) / sizeBytes)));
+  return Math.max(sizeBytes >= 32 * 2 ** 20 ? 2 : 3, Math.min(60, Math.ceil((48 * 2 ** 20) / sizeBytes)));
 }
 
 /** Busy fraction of the whole machine over `ms` (NaN without /proc/stat). */
@@ -496,11 +521,13 @@ async function waitQuiet(maxBusy: number, maxMs: number): Promise<void> {
 }
 
 /**
- * Timed rounds per cell: about 1.5 GB through the shards (≈ 1 s on this machine), between 5 and
- * 50 rounds, so that the default grid takes a few minutes and small sizes still get 50 rounds.
+ * Timed rounds for a cell: as many as fit in `cell.seconds` at the pace of the warm-up rounds
+ * (their median; warm-up rounds are slower, so this errs short), at least 5 (3 when a round
+ * takes over 0.25 s) and at most 50. Without warm-up rounds to go by: by bytes, ~1.5 GB/s.
  */
-function itersFor(sizeBytes: number, workers: number): number {
-  return Math.max(5, Math.min(50, Math.round(1.5e9 / (2 * workers * sizeBytes))));
+function itersFor(warmLatencies: number[], cell: Cell): number {
+  const est = warmLatencies.length ? quantiles(warmLatencies).median : (2 * cell.workers * cell.sizeBytes) / 1.5e9;
+  return Math.max(est > 0.25 ? 3 : 5, Math.min(50, Math.round(cell.seconds / est)));
 }
 
 async function driver(): Promise<void> {
@@ -512,6 +539,7 @@ async function driver(): Promise<void> {
       transports: { type: "string", default: "tcp,ipc" },
       malloc: { type: "string", default: "tuned" },
       iters: { type: "string" },
+      seconds: { type: "string", default: "0.75" },
       warmup: { type: "string", default: "auto" },
       "max-foreign": { type: "string", default: "0.15" },
       quick: { type: "boolean", default: false },
@@ -522,7 +550,7 @@ async function driver(): Promise<void> {
   if (values.help) {
     process.stderr.write(
       "usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4] [--transports tcp,ipc]\n" +
-        "                          [--malloc tuned|default|both] [--iters N] [--warmup auto|N]\n" +
+        "                          [--malloc tuned|default|both] [--iters N | --seconds 0.75] [--warmup auto|N]\n" +
         "                          [--max-foreign 0.15] [--quick] [--verbose]\n",
     );
     return;
@@ -537,7 +565,9 @@ async function driver(): Promise<void> {
   const mallocs: Malloc[] = m === "both" ? ["tuned", "default"] : [m];
   const fixedWarmup = values.warmup === "auto" ? undefined : Number(values.warmup);
   if (fixedWarmup !== undefined && (!Number.isInteger(fixedWarmup) || fixedWarmup < 1))
-    throw new Error("--warmup must be auto or an integer >= 1 (the first round's period needs a round before it)");
+    throw new Error("--warmup must be auto or an integer >= 1 (the first timed round's period needs a round before it)");
+  const seconds = Number(values.seconds);
+  if (!(seconds > 0)) throw new Error("--seconds must be > 0");
   const maxForeign = Number(values["max-foreign"]);
   if (!(maxForeign >= 0)) throw new Error("--max-foreign must be a fraction of the machine, >= 0 (0: never re-measure)");
   const fixedIters = values.iters === undefined ? undefined : positiveInts(values.iters, "iters")[0];
@@ -549,11 +579,11 @@ async function driver(): Promise<void> {
       for (const sizeBytes of sizes)
         for (const n of workers)
           for (const k of shards) {
-            const iters = fixedIters ?? itersFor(sizeBytes, n);
+            const iters = fixedIters;
             const warmup = fixedWarmup ?? warmupFor(sizeBytes);
             i++;
-            process.stderr.write(`bench-ps: [${i}/${cells}] ${transport} malloc=${malloc} size=${sizeBytes} N=${n} K=${k} rounds=${warmup}+${iters}\n`);
-            const cell: Cell = { transport, malloc, sizeBytes, workers: n, shards: k, iters, warmup, verbose: values.verbose };
+            process.stderr.write(`bench-ps: [${i}/${cells}] ${transport} malloc=${malloc} size=${sizeBytes} N=${n} K=${k} rounds=${warmup}+${iters ?? `~${seconds} s`}\n`);
+            const cell: Cell = { transport, malloc, sizeBytes, workers: n, shards: k, iters, seconds, warmup, verbose: values.verbose };
             let line = await measure(cell);
             // Another process took a share of the 2 cores: wait for quiet and measure again (twice at most).
             for (let retry = 0; maxForeign > 0 && retry < 2 && (line["foreign_cpu_frac"] as number) > maxForeign; retry++) {
