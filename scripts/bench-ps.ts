@@ -521,12 +521,12 @@ async function waitQuiet(maxBusy: number, maxMs: number): Promise<void> {
 }
 
 /**
- * Timed rounds for a cell: as many as fit in `cell.seconds` at the pace of the warm-up rounds
- * (their median; warm-up rounds are slower, so this errs short), at least 5 (3 when a round
- * takes over 0.25 s) and at most 50. Without warm-up rounds to go by: by bytes, ~1.5 GB/s.
+ * Timed rounds for a cell: as many as fit in `cell.seconds` at the pace of the fastest warm-up
+ * round (warm-up rounds are slower than the steady state), at least 5 (3 when a round takes
+ * over 0.25 s) and at most 50. Without warm-up rounds to go by: by bytes, at ~1.5 GB/s.
  */
 function itersFor(warmLatencies: number[], cell: Cell): number {
-  const est = warmLatencies.length ? quantiles(warmLatencies).median : (2 * cell.workers * cell.sizeBytes) / 1.5e9;
+  const est = warmLatencies.length ? Math.min(...warmLatencies) : (2 * cell.workers * cell.sizeBytes) / 1.5e9;
   return Math.max(est > 0.25 ? 3 : 5, Math.min(50, Math.round(cell.seconds / est)));
 }
 
@@ -539,7 +539,7 @@ async function driver(): Promise<void> {
       transports: { type: "string", default: "tcp,ipc" },
       malloc: { type: "string", default: "tuned" },
       iters: { type: "string" },
-      seconds: { type: "string", default: "0.75" },
+      seconds: { type: "string", default: "1" },
       warmup: { type: "string", default: "auto" },
       "max-foreign": { type: "string", default: "0.15" },
       quick: { type: "boolean", default: false },
@@ -550,7 +550,7 @@ async function driver(): Promise<void> {
   if (values.help) {
     process.stderr.write(
       "usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4] [--transports tcp,ipc]\n" +
-        "                          [--malloc tuned|default|both] [--iters N | --seconds 0.75] [--warmup auto|N]\n" +
+        "                          [--malloc tuned|default|both] [--iters N | --seconds 1] [--warmup auto|N]\n" +
         "                          [--max-foreign 0.15] [--quick] [--verbose]\n",
     );
     return;
