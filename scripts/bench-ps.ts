@@ -1,7 +1,7 @@
 /**
  * npm run bench:ps [-- --sizes 1MiB,16MiB --workers 1,4 --shards 1,2 --transports tcp,ipc
- *                     --malloc tuned|default|both --iters 20 --warmup auto|3 --max-foreign 0.15
- *                     --quick --verbose]
+ *                     --malloc tuned|default|both --seconds 1 | --iters 20 --warmup auto|3
+ *                     --max-foreign 0.15 --quick --verbose]
  *
  * The parameter-server round of ps-train with real processes: K server-shard processes
  * (ServerShard in sync mode, plain SGD, served by serveShard on a bound ROUTER) and N worker
@@ -14,9 +14,17 @@
  *   push_pull   per round, the slowest worker's send-to-new-weights time
  *   server_GBps 2·N·S / round median (GB = 1e9 bytes; bytes through all shards together)
  *
+ * Warm-up (--warmup auto) lasts until each worker has received ~48 MiB (see warmupFor); the
+ * timed rounds then fill about --seconds per cell (5..50 rounds; 3 when a round takes > 0.25 s),
+ * or exactly --iters. After every cell the machine's CPU time is compared with the bench's own:
+ * when other processes took more than --max-foreign of the machine, the cell is measured again
+ * (twice at most) once the machine is quiet; `foreign_cpu_frac` reports the share.
+ *
  * One JSON line per measurement on stdout with the keys of ../shared/peers' ps_round lines
- * (both the brief's median_s/min_s/max_s/server_GBps and summarize.py's round_*_s /
- * server_GBps_median); progress and per-cell server-side figures on stderr.
+ * (both median_s/min_s/max_s/server_GBps and summarize.py's round_*_s / server_GBps_median),
+ * plus per-round diagnostics: time inside ServerShard.handle summed over the shards, CPU
+ * (user/sys, all threads) and minor page faults of the shards together and of one worker, and
+ * whether the final weights are right. Progress and the same diagnostics in words on stderr.
  *
  * The children are this script re-invoked with --role server|worker, coordinated over the Node
  * IPC channel. Every wait has a deadline; a child that dies, fails or stops making progress
