@@ -1,7 +1,9 @@
 import { strict as assert } from "node:assert";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { smallConfig, train } from "../helpers/run.js";
+import { smallConfig, tempDir, train } from "../helpers/run.js";
 
 interface ProcessInfo {
   role: string;
@@ -51,4 +53,16 @@ describe("a process that dies mid-run", function () {
       assert.match(summary.error, new RegExp(`${role === "worker" ? "worker" : "server shard"} ${rank}`));
     });
   }
+
+  it("a coordinator killed with SIGKILL takes its role processes with it", async () => {
+    const out = join(tempDir(), "run");
+    const cli = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+    const proc = spawn(process.execPath, [cli, "--mode", "sync", "--workers", "3", "--dataset", "synthetic", "--model", "logreg", "--epochs", "500", "--backend", "cpu", "--out", out, "--log-level", "silent"], { stdio: "ignore" });
+    const procs = await processesOf(out);
+    await new Promise((r) => setTimeout(r, 1000));
+    proc.kill("SIGKILL");
+    const until = Date.now() + 10_000;
+    while (procs.some((p) => alive(p.pid)) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    for (const p of procs) assert.ok(!alive(p.pid), `${p.role} ${p.rank} (pid ${p.pid}) outlived its coordinator`);
+  });
 });
