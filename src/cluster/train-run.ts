@@ -13,10 +13,10 @@ import { partitionKeys } from "../ps/key-range.js";
 import type { ShardStats } from "../ps/server-shard.js";
 import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
 import { f32Frame, f32View } from "../transport/frames.js";
-import { makeHeader, MsgType } from "../transport/header.js";
-import { PeerClient } from "../transport/peer-client.js";
+import { Flag, makeHeader, MsgType } from "../transport/header.js";
+import { PeerClient, type Reply } from "../transport/peer-client.js";
 import { badOption, ErrorCode, PsError } from "../util/errors.js";
-import { Coordinator } from "./coordinator.js";
+import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { LocalLauncher } from "./local-launcher.js";
 import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, WorkerStats } from "./messages.js";
 
@@ -137,7 +137,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
   const launcher = new LocalLauncher(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
   const shardClients: PeerClient[] = [];
+  let closeEvaluator = (): void => undefined;
   const cleanup = async () => {
+    closeEvaluator();
     for (const c of shardClients) c.close();
     await launcher.killAll();
     coordinator.close();
@@ -188,18 +190,33 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
     );
 
     for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
-    const evaluator = new Evaluator(model, dataset, shardClients, map, runId);
+    const evaluator = new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
+    closeEvaluator = () => evaluator.close();
     // Every wait of the coordinator also ends as soon as any process of the run fails.
     const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, coordinator.failure]);
 
     // ---- training ----
+    const globalBatchSize = cfg.workers * cfg.batchSize;
+    const evalInterval =
+      cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round((dataset.trainCount / globalBatchSize) * (cfg.targetAccuracy !== null ? 0.2 : 1)));
+    /** no periodic evaluation in the last half interval: the final evaluation follows */
+    const periodic = (g: number) => g < totalSteps - evalInterval / 2;
+    // Sync runs are evaluated at exact steps: the shards hold every read at the evaluation step,
+    // so the evaluated weights (and an early stop) do not depend on timing.
+    const exact = cfg.mode === "sync";
+    const snapshotWaitMs = Math.max(cfg.timeoutMs * 20, 600_000);
+    let exactSnapshot: Promise<number> | null = null;
+    const snapshotAt = (g: number) => guard(evaluator.snapshotAt(g, snapshotWaitMs)).then(() => g);
+    if (exact && periodic(evalInterval)) {
+      await guard(evaluator.holdAt(evalInterval));
+      exactSnapshot = snapshotAt(evalInterval);
+    }
     await coordinator.broadcast("worker", MsgType.START);
     const train0 = performance.now();
     let pausedMs = 0;
     const trainSeconds = () => (performance.now() - train0 - pausedMs) / 1000;
-    const globalBatch = cfg.workers * cfg.batchSize;
-    const stepsPerEpoch = dataset.trainCount / globalBatch;
-    const evalEvery = cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round(cfg.targetAccuracy !== null ? stepsPerEpoch / 5 : stepsPerEpoch));
+    const globalBatch = globalBatchSize;
+    const evalEvery = evalInterval;
     let nextEval = evalEvery;
     let totalWorkerSteps = 0;
     let samples = 0;
@@ -212,13 +229,12 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
     let lastProgress = 0;
     let lastEval: EvalRecord | null = null;
 
-    const doEval = async () => {
+    const doEval = async (exactStep: number | null) => {
       const p0 = performance.now();
       const t = trainSeconds();
-      const globalStep = totalWorkerSteps / cfg.workers;
-      const res = await guard(evaluator.evaluate(true));
+      const globalStep = exactStep ?? totalWorkerSteps / cfg.workers;
+      const res = exactStep !== null ? evaluator.score() : await guard(evaluator.evaluate(true));
       const rec: EvalRecord = { type: "eval", t, epoch: (globalStep * globalBatch) / dataset.trainCount, globalStep, testLoss: res.loss, testAccuracy: res.accuracy };
-      pausedMs += performance.now() - p0;
       evals.push(rec);
       lastEval = rec;
       runDir.metric(rec as unknown as Record<string, unknown>);
@@ -228,11 +244,28 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
         timeToTarget = t;
         stopRequested = true;
         await guard(evaluator.stopShards());
+      } else if (exactStep !== null) {
+        nextEval = exactStep + evalEvery;
+        const next = periodic(nextEval) ? nextEval : null;
+        await guard(evaluator.resumeAt(next));
+        if (next !== null) exactSnapshot = snapshotAt(next);
       }
+      pausedMs += performance.now() - p0;
     };
 
+    let pendingEvent: Promise<ControlEvent | null> | null = null;
     while (done.size < cfg.workers) {
-      const ev = await coordinator.next([MsgType.PROGRESS, MsgType.DONE], cfg.timeoutMs * 2);
+      pendingEvent ??= coordinator.next([MsgType.PROGRESS, MsgType.DONE], cfg.timeoutMs * 2);
+      const waits: Promise<{ ev: ControlEvent | null } | { step: number }>[] = [pendingEvent.then((e) => ({ ev: e }))];
+      if (exactSnapshot) waits.push(exactSnapshot.then((step) => ({ step })));
+      const got = await Promise.race(waits);
+      if ("step" in got) {
+        exactSnapshot = null;
+        await doEval(got.step);
+        continue;
+      }
+      pendingEvent = null;
+      const ev = got.ev;
       if (!ev) throw new PsError(ErrorCode.TIMEOUT, `no progress from any worker for ${cfg.timeoutMs * 2} ms (waiting for ${missingOf(cfg.workers, new Set(done.keys()), "worker").join(", ")})`);
       if (ev.header.type === MsgType.DONE) {
         const d = ev.body as DoneMsg;
@@ -265,9 +298,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       }
       // Periodic evaluation; none in the last half interval, where the final evaluation follows.
       const globalStep = totalWorkerSteps / cfg.workers;
-      if (!stopRequested && globalStep >= nextEval && globalStep < totalSteps - evalEvery / 2) {
+      if (!exact && !stopRequested && globalStep >= nextEval && periodic(globalStep)) {
         nextEval += evalEvery;
-        await doEval();
+        await doEval(null);
       }
       const now = performance.now();
       if (hooks.onProgress && now - lastProgress > 100) {
@@ -398,6 +431,7 @@ function missingOf(n: number, have: Set<number>, role: "server" | "worker"): str
  */
 class Evaluator {
   readonly weights: Float32Array;
+  private readonly atClients: PeerClient[];
 
   constructor(
     private readonly model: FlatModel,
@@ -405,8 +439,14 @@ class Evaluator {
     private readonly clients: PeerClient[],
     private readonly map: MapMsg,
     private readonly runId: number,
+    timeoutMs: number,
   ) {
     this.weights = new Float32Array(model.size);
+    this.atClients = map.servers.map((s) => new PeerClient(`server shard ${s.shard}`, s.endpoint, timeoutMs));
+  }
+
+  close(): void {
+    for (const c of this.atClients) c.close();
   }
 
   private all<T>(f: (c: PeerClient, k: number) => Promise<T>): Promise<T[]> {
@@ -418,7 +458,10 @@ class Evaluator {
   }
 
   async snapshot(): Promise<void> {
-    const replies = await this.all((c) => c.request(this.header(MsgType.SNAPSHOT)));
+    this.absorb(await this.all((c) => c.request(this.header(MsgType.SNAPSHOT))));
+  }
+
+  private absorb(replies: Reply[]): void {
     replies.forEach((r, k) => {
       const s = this.map.servers[k]!;
       const f = r.frames[0];
@@ -431,11 +474,36 @@ class Evaluator {
     if (pause) await this.all((c) => c.request(this.header(MsgType.PAUSE)));
     try {
       await this.snapshot();
-      this.model.setWeights(this.weights);
-      return this.model.evaluate(this.dataset.testX, this.dataset.testY, this.dataset.testCount);
+      return this.score();
     } finally {
       if (pause) await this.all((c) => c.request(this.header(MsgType.RESUME)));
     }
+  }
+
+  /** Hold every read for clock >= g on every shard (none when g is null). */
+  async resumeAt(g: number | null): Promise<void> {
+    const flags = g === null ? 0 : Flag.AT_CLOCK;
+    await this.all((c) => c.request(makeHeader(MsgType.RESUME, { runId: this.runId, rank: -1, clock: g ?? 0, flags })));
+  }
+
+  async holdAt(g: number): Promise<void> {
+    await this.all((c) => c.request(makeHeader(MsgType.PAUSE, { runId: this.runId, rank: -1, clock: g, flags: Flag.AT_CLOCK })));
+  }
+
+  /**
+   * The weights once every worker has taken exactly g steps (the shards hold reads for clock
+   * >= g, so nothing moves past it). Uses its own sockets: the wait spans a stretch of training.
+   */
+  async snapshotAt(g: number, timeoutMs: number): Promise<void> {
+    const replies = await Promise.all(
+      this.atClients.map((c) => c.request(makeHeader(MsgType.SNAPSHOT, { runId: this.runId, rank: -1, clock: g, flags: Flag.AT_CLOCK }), [], timeoutMs)),
+    );
+    this.absorb(replies);
+  }
+
+  score(): { loss: number; accuracy: number } {
+    this.model.setWeights(this.weights);
+    return this.model.evaluate(this.dataset.testX, this.dataset.testY, this.dataset.testCount);
   }
 
   async stopShards(): Promise<void> {

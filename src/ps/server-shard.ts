@@ -64,9 +64,14 @@ export class ServerShard implements ShardClocks {
   private readonly clocks: Int32Array;
   private readonly optimizer: ShardOptimizer;
   private readonly accum: Float32Array;
-  private accumCount = 0;
+  /** sync: the next rank whose gradient is added to the aggregate, and those that came early */
+  private nextRank = 0;
+  private readonly early: (Float32Array | null)[];
   private pending: PendingRead[] = [];
   private paused = false;
+  /** reads for clocks >= holdFrom are held (a pause at an exact step); null: none */
+  private holdFrom: number | null = null;
+  private pendingSnapshots: { to: Buffer; seq: number; clock: number }[] = [];
   private stopping = false;
   private readonly replies = new ReplyBuffers();
   private readonly scratch: Float32Array;
@@ -87,6 +92,7 @@ export class ServerShard implements ShardClocks {
     this.clocks = new Int32Array(opts.workers);
     this.optimizer = createOptimizer(opts.optimizer, n);
     this.accum = new Float32Array(opts.mode.pushPolicy === "aggregate" ? n : 0);
+    this.early = new Array<Float32Array | null>(opts.workers).fill(null);
     this.scratch = new Float32Array(n);
   }
 
@@ -136,7 +142,7 @@ export class ServerShard implements ShardClocks {
         this.checkWorker(h);
         this.push(h, payload);
         this.replies.release(h.rank);
-        return [this.reply(from, MsgType.ACK, h.seq, [])];
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseSnapshots(), ...this.releaseReads(now)];
       }
       case MsgType.PULL: {
         this.checkWorker(h);
@@ -148,21 +154,27 @@ export class ServerShard implements ShardClocks {
       }
       case MsgType.SNAPSHOT:
         this.checkCoordinator(h);
+        if ((h.flags & Flag.AT_CLOCK) !== 0 && this.minClock() < h.clock && !this.stopping) {
+          this.pendingSnapshots.push({ to: from, seq: h.seq, clock: h.clock });
+          return [];
+        }
         return [this.weightsReply(from, h.seq, 0)];
       case MsgType.PAUSE:
         this.checkCoordinator(h);
-        this.paused = true;
+        if ((h.flags & Flag.AT_CLOCK) !== 0) this.holdFrom = h.clock;
+        else this.paused = true;
         return [this.reply(from, MsgType.ACK, h.seq, [])];
       case MsgType.RESUME: {
         this.checkCoordinator(h);
         this.paused = false;
+        this.holdFrom = (h.flags & Flag.AT_CLOCK) !== 0 ? h.clock : null;
         return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseReads(now)];
       }
       case MsgType.STOP: {
         this.checkCoordinator(h);
         this.stopping = true;
         this.paused = false;
-        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseReads(now)];
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseSnapshots(), ...this.releaseReads(now)];
       }
       case MsgType.STATS:
         this.checkCoordinator(h);
@@ -213,14 +225,21 @@ export class ServerShard implements ShardClocks {
       this.appliedGradients++;
       this.version++;
     } else {
-      if (this.accumCount === 0) this.accum.set(g);
-      else {
-        addInto(this.accum, g);
+      // Sum in rank order whatever the arrival order, so that a sync run's weights are the same
+      // bit for bit from run to run (float addition is not associative). A gradient that arrives
+      // ahead of its turn is kept (the received frame itself, no copy) until its turn comes.
+      this.early[h.rank] = g.buffer === this.scratch.buffer ? g.slice() : g;
+      for (let r = this.nextRank; r < this.workers; r++) {
+        const next = this.early[r];
+        if (!next) break;
+        if (r === 0) this.accum.set(next);
+        else addInto(this.accum, next);
+        this.early[r] = null;
+        this.nextRank = r + 1;
       }
-      this.accumCount++;
-      if (this.accumCount === this.workers) {
+      if (this.nextRank === this.workers) {
         this.optimizer.apply(this.weights, this.accum, 1 / this.workers, learningRate(this.opts.optimizer, this.version));
-        this.accumCount = 0;
+        this.nextRank = 0;
         this.appliedGradients += this.workers;
         this.version++;
       }
@@ -232,7 +251,20 @@ export class ServerShard implements ShardClocks {
 
   private read(to: Buffer, rank: number, clock: number, seq: number, now: number, staleness = 0): Outgoing[] {
     this.pending.push({ to, rank, clock, seq, since: now, staleness });
-    return this.releaseReads(now);
+    return [...this.releaseSnapshots(), ...this.releaseReads(now)];
+  }
+
+  /** Snapshots asked for at a clock that every worker has now reached. */
+  private releaseSnapshots(): Outgoing[] {
+    if (this.pendingSnapshots.length === 0) return [];
+    const min = this.minClock();
+    const out: Outgoing[] = [];
+    this.pendingSnapshots = this.pendingSnapshots.filter((p) => {
+      if (!this.stopping && p.clock > min) return true;
+      out.push(this.weightsReply(p.to, p.seq, 0));
+      return false;
+    });
+    return out;
   }
 
   /** Answer every pending read that the mode now allows (all of them once stopping). */
@@ -241,7 +273,8 @@ export class ServerShard implements ShardClocks {
     const out: Outgoing[] = [];
     const still: PendingRead[] = [];
     for (const r of this.pending) {
-      if (this.stopping || this.opts.mode.canRead(this, r.rank, r.clock)) {
+      const held = this.holdFrom !== null && r.clock >= this.holdFrom;
+      if (this.stopping || (!held && this.opts.mode.canRead(this, r.rank, r.clock))) {
         this.readGap.add(Math.max(0, r.clock - this.minClock()));
         let flags = this.stopping ? Flag.STOPPING : 0;
         if (now > r.since) {

@@ -52,6 +52,11 @@ export const Flag = {
   STOPPING: 1,
   /** the read had to wait for slower workers (SSP/sync) */
   WAITED: 2,
+  /**
+   * PAUSE/RESUME: hold every read for clock >= header.clock (evaluation at an exact step);
+   * SNAPSHOT: answer once every worker's clock >= header.clock
+   */
+  AT_CLOCK: 4,
 } as const;
 
 export interface Header {

@@ -101,4 +101,19 @@ describe("training modes, end to end (real processes, real sockets)", function (
     assert.ok(diff < 0.02, `max |w - w*| = ${diff}`);
     assert.ok(summary.testLoss < 3 * truth.noise ** 2 + 1e-4, `test MSE ${summary.testLoss}`);
   });
+
+  it("sync evaluates at exact steps, so a run that stops at a target accuracy is reproducible", async () => {
+    const base = { mode: "sync" as const, workers: 3, servers: 2, epochs: 3, evalEvery: 7, targetAccuracy: 0.9, lr: 0.3, slow: { 1: 2 } };
+    const a = smallConfig(base);
+    const b = smallConfig({ ...base, slow: { 2: 3 } });
+    const sa = await train(a);
+    const sb = await train(b);
+    assert.ok(sa.timeToTargetSeconds !== null && sa.stoppedEarly, "the target was reached before the end");
+    assert.deepEqual(sa.evals.map((e) => e.globalStep), sb.evals.map((e) => e.globalStep));
+    assert.ok(sa.evals.slice(0, -1).every((e, i) => e.globalStep === 7 * (i + 1)), `eval steps ${sa.evals.map((e) => e.globalStep)}`);
+    assert.equal(sa.steps, sb.steps, "both stopped after the same step");
+    assert.equal(sa.steps, sa.evals[sa.evals.length - 2]!.globalStep, "stopped exactly at the evaluation that reached the target");
+    assert.equal(maxAbsDiff(savedWeights(a.out), savedWeights(b.out)), 0, "same weights, bit for bit");
+    assert.equal(sa.testAccuracy, sa.evals[sa.evals.length - 2]!.testAccuracy);
+  });
 });
