@@ -14,11 +14,15 @@
  *   push_pull   per round, the slowest worker's send-to-new-weights time
  *   server_GBps 2·N·S / round median (GB = 1e9 bytes; bytes through all shards together)
  *
- * Warm-up (--warmup auto) lasts until each worker has received ~48 MiB (see warmupFor); the
- * timed rounds then fill about --seconds per cell (5..50 rounds; 3 when a round takes > 0.25 s),
- * or exactly --iters. After every cell the machine's CPU time is compared with the bench's own:
- * when other processes took more than --max-foreign of the machine, the cell is measured again
- * (twice at most) once the machine is quiet; `foreign_cpu_frac` reports the share.
+ * The K + N processes of one (malloc, transport, N, K) group are started once and measure every
+ * size in turn: per size each server builds a fresh ServerShard on a freshly bound ROUTER and
+ * each worker a fresh ParameterClient (so a size never inherits sockets or weights, but does
+ * inherit a warm JIT and malloc heap, as a long training run would). Warm-up (--warmup auto)
+ * lasts until each worker has received ~48 MiB (see warmupFor); the timed rounds then fill about
+ * --seconds (5..50 rounds; 3 when a round takes over 0.25 s), or exactly --iters.
+ * After every measurement the machine's CPU time is compared with the bench's own: when other
+ * processes took more than --max-foreign of the 2 cores, the size is measured again (twice at
+ * most) once the machine is quiet; `foreign_cpu_frac` reports the share.
  *
  * One JSON line per measurement on stdout with the keys of ../shared/peers' ps_round lines
  * (both median_s/min_s/max_s/server_GBps and summarize.py's round_*_s / server_GBps_median),
@@ -27,9 +31,11 @@
  * whether the final weights are right. Progress and the same diagnostics in words on stderr.
  *
  * The children are this script re-invoked with --role server|worker, coordinated over the Node
- * IPC channel. Every wait has a deadline; a child that dies, fails or stops making progress
- * ends the bench with an error naming it, and every child is killed on exit, SIGINT or SIGTERM.
- * Node/V8 flags for the children (e.g. --cpu-prof) go in PS_TRAIN_NODE_ARGS, as for ps-train.
+ * IPC channel. Every wait of the driver has a deadline; a child that dies, fails or stays silent
+ * ends the bench with an error naming it; children exit when the driver goes away, and the
+ * driver kills them all on exit, SIGINT, SIGTERM and SIGHUP.
+ * Node/V8 flags for the children (e.g. --cpu-prof) go in PS_TRAIN_NODE_ARGS, as for ps-train;
+ * extra glibc settings (e.g. MALLOC_ARENA_MAX=1) pass through the environment.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -48,7 +54,7 @@ import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js"
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x5eed;
-/** start-up, hand-shakes, and the longest a child may go without reporting progress */
+/** the longest a child may stay silent while the driver waits for it */
 const STALL_MS = 30_000;
 /** a worker's per-request deadline inside ParameterClient (a dead or hung shard) */
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -58,10 +64,12 @@ const GRAD = 1;
 type Malloc = "tuned" | "default";
 
 type ToChild =
-  | { type: "map"; servers: ShardEndpoint[] }
+  | { type: "shard"; cell: number; range: KeyRange; warmup: number }
+  | { type: "map"; servers: ShardEndpoint[]; size: number }
   | { type: "warm"; rounds: number }
   | { type: "go"; iters: number }
-  | { type: "stop" };
+  | { type: "stop" }
+  | { type: "exit" };
 /** CPU seconds (all threads: V8 and libzmq's I/O thread) and minor page faults of one process */
 interface Usage {
   user: number;
@@ -106,120 +114,133 @@ function send(m: FromChild): void {
   process.send?.(m);
 }
 
-/** Send and wait until the message is handed to the IPC channel (before the process exits). */
-function sendFlushed(m: FromChild): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (!process.send) return reject(new Error("no IPC channel to the bench driver"));
-    process.send(m, undefined, {}, (err) => (err ? reject(err) : resolve()));
-  });
-}
+/** Messages from the driver, queued until a role asks for them. */
+const driverInbox: ToChild[] = [];
+let driverWaiter: (() => void) | null = null;
 
-/** The next driver message of `type`; the driver going away ends the child (see child()). */
-function nextMessage<T extends ToChild>(type: T["type"]): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      process.off("message", on);
-      reject(new Error(`no ${type} message from the bench driver within ${STALL_MS} ms`));
-    }, STALL_MS);
-    const on = (m: ToChild) => {
-      if (m.type !== type) return;
-      clearTimeout(timer);
-      process.off("message", on);
-      resolve(m as T);
-    };
-    process.on("message", on);
-  });
-}
-
-async function serverRole(shard: number, range: KeyRange, workers: number, warmup: number, transport: TransportName, tag: string): Promise<void> {
-  const optimizer: OptimizerConfig = { ...DEFAULTS, optimizer: "sgd", lr: LR, momentum: 0, weightDecay: 0, lrSchedule: "constant", warmupSteps: 0, totalSteps: 0 };
-  const s = new ServerShard({
-    shard,
-    runId: RUN_ID,
-    range,
-    workers,
-    mode: createMode("sync", 0),
-    optimizer,
-    init: new Float32Array(range.end - range.start),
-  });
-  // Time spent inside the state machine (finite check, accumulate, SGD, reply copy), and this
-  // process's CPU time and page faults, from the end of the warm-up rounds on.
-  let handleMs = 0;
-  let u0: Usage | null = null;
-  const handle = s.handle.bind(s);
-  s.handle = (from, frames, now) => {
-    const t0 = performance.now();
-    const out = handle(from, frames, now);
-    if (u0 !== null) handleMs += performance.now() - t0;
-    else if (s.version >= warmup) u0 = usage();
-    return out;
-  };
-  // The options of the ps-train server process (src/ps/server-main.ts).
-  const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
-  await router.bind(bindAddress(transport, tag, `bench-server-${shard}`));
-  const endpoint = router.lastEndpoint;
-  if (!endpoint) throw new Error("the bound ROUTER reports no endpoint");
-  let stopping = false;
-  let atGo: Usage | null = null;
-  process.on("message", (m: ToChild) => {
-    if (m.type === "go") atGo = usage();
-    if (m.type !== "stop") return;
-    stopping = true;
-    const stats: ServerStats = { rounds: s.version - warmup, handleSeconds: handleMs / 1000, usage: u0 ? usageSince(u0) : { user: 0, sys: 0, faults: 0 },
-      cpuSinceGo: atGo ? cpuOf(usageSince(atGo)) : 0,
-      errors: s.errors,
-    };
-    void sendFlushed({ type: "stats", stats }).finally(() => router.close());
-  });
-  send({ type: "endpoint", endpoint });
-  try {
-    await serveShard(router, s);
-  } catch (err) {
-    if (!stopping) throw err;
-  }
-}
-
-async function workerRole(rank: number, size: number): Promise<void> {
-  const map = await nextMessage<Extract<ToChild, { type: "map" }>>("map");
-  const weights = new Float32Array(size);
-  const gradient = new Float32Array(size).fill(GRAD);
-  const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, REQUEST_TIMEOUT_MS);
-  await ps.pull(0);
-  send({ type: "ready" });
-  let clock = 0;
-  // Warm-up, except its last round: the driver sizes the timed phase from these round times.
-  const warm = await nextMessage<Extract<ToChild, { type: "warm" }>>("warm");
-  const warmLatencies: number[] = [];
-  for (let i = 0; i < warm.rounds; i++) {
-    const t0 = performance.now();
-    await ps.pushPull(clock++, gradient);
-    warmLatencies.push((performance.now() - t0) / 1000);
-  }
-  send({ type: "warmed", latencies: warmLatencies });
-  // The last warm-up round (it absorbs the skew of the go message between workers), then the
-  // timed rounds, each timed from the previous round's end.
-  const go = await nextMessage<Extract<ToChild, { type: "go" }>>("go");
-  const atGo = usage();
-  const total = 1 + go.iters;
-  const ends = new Float64Array(total);
-  const latencies = new Float64Array(total);
-  let lastProgress = performance.now();
-  let u0 = usage();
-  for (let i = 0; i < total; i++) {
-    const t0 = performance.now();
-    await ps.pushPull(clock++, gradient);
-    const t1 = performance.now();
-    ends[i] = t1;
-    latencies[i] = t1 - t0;
-    if (i === 0) u0 = usage();
-    if (t1 - lastProgress > 1000) {
-      send({ type: "progress", done: i + 1 });
-      lastProgress = t1;
+/**
+ * The next driver message, which must be one of `types`. No deadline: a child waits as long as
+ * the driver wants, and exits when the driver goes away (see child()).
+ */
+async function next<K extends ToChild["type"]>(...types: K[]): Promise<Extract<ToChild, { type: K }>> {
+  for (;;) {
+    const m = driverInbox.shift();
+    if (m !== undefined) {
+      if ((types as string[]).includes(m.type)) return m as Extract<ToChild, { type: K }>;
+      throw new Error(`expected ${types.join(" or ")} from the bench driver, got ${m.type}`);
     }
+    await new Promise<void>((resolve) => (driverWaiter = resolve));
   }
-  ps.close();
-  const u = usageSince(u0);
-  await sendFlushed({ type: "times", ends: Array.from(ends), latencies: Array.from(latencies), first: weights[0] ?? NaN, last: weights[size - 1] ?? NaN, usage: u, cpuSinceGo: cpuOf(usageSince(atGo)) });
+}
+
+/** Report the error to the driver, then exit 1 (once the message is out, or after 2 s). */
+function fail(err: unknown): void {
+  const m: FromChild = { type: "error", message: err instanceof Error ? err.message : String(err) };
+  if (process.send && process.connected) process.send(m, undefined, {}, () => process.exit(1));
+  else process.exit(1);
+  setTimeout(() => process.exit(1), 2000);
+}
+
+async function serverRole(shard: number, workers: number, transport: TransportName, tag: string): Promise<void> {
+  const optimizer: OptimizerConfig = { ...DEFAULTS, optimizer: "sgd", lr: LR, momentum: 0, weightDecay: 0, lrSchedule: "constant", warmupSteps: 0, totalSteps: 0 };
+  for (;;) {
+    const m = await next("shard", "exit");
+    if (m.type === "exit") return;
+    const s = new ServerShard({
+      shard,
+      runId: RUN_ID,
+      range: m.range,
+      workers,
+      mode: createMode("sync", 0),
+      optimizer,
+      init: new Float32Array(m.range.end - m.range.start),
+    });
+    // Time spent inside the state machine (finite check, accumulate, SGD, reply copy), and this
+    // process's CPU time and page faults, from the end of the warm-up rounds on.
+    let handleMs = 0;
+    let u0: Usage | null = null;
+    const handle = s.handle.bind(s);
+    s.handle = (from, frames, now) => {
+      const t0 = performance.now();
+      const out = handle(from, frames, now);
+      if (u0 !== null) handleMs += performance.now() - t0;
+      else if (s.version >= m.warmup) u0 = usage();
+      return out;
+    };
+    // The options of the ps-train server process (src/ps/server-main.ts).
+    const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
+    await router.bind(bindAddress(transport, tag, `server-${shard}-${m.cell}`));
+    const endpoint = router.lastEndpoint;
+    if (!endpoint) throw new Error("the bound ROUTER reports no endpoint");
+    let stopping = false;
+    const serving = serveShard(router, s).catch((err: unknown) => {
+      if (!stopping) fail(err);
+    });
+    send({ type: "endpoint", endpoint });
+    await next("go");
+    const atGo = usage();
+    await next("stop");
+    stopping = true;
+    send({
+      type: "stats",
+      stats: {
+        rounds: s.version - m.warmup,
+        handleSeconds: handleMs / 1000,
+        usage: u0 ? usageSince(u0) : { user: 0, sys: 0, faults: 0 },
+        cpuSinceGo: cpuOf(usageSince(atGo)),
+        errors: s.errors,
+      },
+    });
+    router.close();
+    await serving;
+  }
+}
+
+async function workerRole(rank: number): Promise<void> {
+  for (;;) {
+    const map = await next("map", "exit");
+    if (map.type === "exit") return;
+    const size = map.size;
+    const weights = new Float32Array(size);
+    const gradient = new Float32Array(size).fill(GRAD);
+    const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, REQUEST_TIMEOUT_MS);
+    await ps.pull(0);
+    send({ type: "ready" });
+    let clock = 0;
+    // Warm-up, except its last round: the driver sizes the timed phase from these round times.
+    const warm = await next("warm");
+    const warmLatencies: number[] = [];
+    for (let i = 0; i < warm.rounds; i++) {
+      const t0 = performance.now();
+      await ps.pushPull(clock++, gradient);
+      warmLatencies.push((performance.now() - t0) / 1000);
+    }
+    send({ type: "warmed", latencies: warmLatencies });
+    // The last warm-up round (it absorbs the skew of the go message between workers), then the
+    // timed rounds, each timed from the previous round's end.
+    const go = await next("go");
+    const atGo = usage();
+    const total = 1 + go.iters;
+    const ends = new Float64Array(total);
+    const latencies = new Float64Array(total);
+    let lastProgress = performance.now();
+    let u0 = usage();
+    for (let i = 0; i < total; i++) {
+      const t0 = performance.now();
+      await ps.pushPull(clock++, gradient);
+      const t1 = performance.now();
+      ends[i] = t1;
+      latencies[i] = t1 - t0;
+      if (i === 0) u0 = usage();
+      if (t1 - lastProgress > 1000) {
+        send({ type: "progress", done: i + 1 });
+        lastProgress = t1;
+      }
+    }
+    const u = usageSince(u0);
+    ps.close();
+    send({ type: "times", ends: Array.from(ends), latencies: Array.from(latencies), first: weights[0] ?? NaN, last: weights[size - 1] ?? NaN, usage: u, cpuSinceGo: cpuOf(usageSince(atGo)) });
+  }
 }
 
 async function child(): Promise<void> {
@@ -227,49 +248,34 @@ async function child(): Promise<void> {
     options: {
       role: { type: "string" },
       rank: { type: "string" },
-      range: { type: "string" },
       workers: { type: "string" },
       transport: { type: "string" },
       tag: { type: "string" },
-      size: { type: "string" },
-      warmup: { type: "string" },
     },
   });
   // The driver is gone (it exited or was killed): nobody wants our results.
   process.on("disconnect", () => process.exit(0));
+  process.on("message", (m: ToChild) => {
+    driverInbox.push(m);
+    const w = driverWaiter;
+    driverWaiter = null;
+    w?.();
+  });
   try {
-    if (values.role === "server") {
-      const [start, end] = (values.range ?? "").split(":").map(Number);
-      if (start === undefined || end === undefined) throw new Error(`bad --range ${values.range}`);
-      await serverRole(Number(values.rank), { start, end }, Number(values.workers), Number(values.warmup), values.transport as TransportName, values.tag ?? "bench");
-    } else if (values.role === "worker") {
-      await workerRole(Number(values.rank), Number(values.size));
-    } else throw new Error(`unknown --role ${values.role}`);
+    if (values.role === "server") await serverRole(Number(values.rank), Number(values.workers), values.transport as TransportName, values.tag ?? "bench");
+    else if (values.role === "worker") await workerRole(Number(values.rank));
+    else throw new Error(`unknown --role ${values.role}`);
     process.exit(0);
   } catch (err) {
-    send({ type: "error", message: err instanceof Error ? err.message : String(err) });
-    process.exit(1);
+    fail(err);
   }
 }
 
 // ---------------------------------------------------------------- driver
 
-interface Cell {
-  transport: TransportName;
-  malloc: Malloc;
-  sizeBytes: number;
-  workers: number;
-  shards: number;
-  /** timed rounds; undefined: as many as fit in `seconds`, judged from the warm-up rounds */
-  iters: number | undefined;
-  seconds: number;
-  warmup: number;
-  verbose: boolean;
-}
-
-/** every child of the current cell; all of them are killed on exit, SIGINT and SIGTERM */
+/** the children of the current group; all of them are killed on exit, SIGINT and SIGTERM */
 const live = new Set<ChildProcess>();
-/** the ipc socket folder of the current cell, removed on the way out */
+/** the ipc socket folder of the current group, removed on the way out */
 let ipcTag: string | null = null;
 function killAll(): void {
   for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
@@ -277,24 +283,51 @@ function killAll(): void {
   ipcTag = null;
 }
 
-class Children {
+interface GroupSpec {
+  transport: TransportName;
+  malloc: Malloc;
+  workers: number;
+  shards: number;
+}
+
+interface Cell {
+  sizeBytes: number;
+  /** timed rounds; undefined: as many as fit in `seconds`, judged from the warm-up rounds */
+  iters: number | undefined;
+  seconds: number;
+  warmup: number;
+  verbose: boolean;
+}
+
+/** The K server and N worker processes of one group, and what they have said. */
+class Group {
   private readonly named = new Map<ChildProcess, string>();
   /** every message a child sent, kept until someone waits for it (none is lost to a race) */
   private readonly inbox = new Map<ChildProcess, FromChild[]>();
   private readonly lastHeard = new Map<ChildProcess, number>();
-  /** children that have sent their results: from then on a clean exit is expected */
-  private readonly reported = new Set<ChildProcess>();
   private failure: ((e: Error) => void) | null = null;
-  /** rejects when any child fails, dies early or reports an error */
-  readonly failed = new Promise<never>((_, reject) => (this.failure = reject));
+  /** rejects when any child fails, dies or reports an error */
+  private readonly failed = new Promise<never>((_, reject) => (this.failure = reject));
+  private closing = false;
+  readonly servers: ChildProcess[];
+  readonly workers: ChildProcess[];
+  readonly tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
+  readonly env: NodeJS.ProcessEnv = { ...process.env };
+  private cells = 0;
 
-  constructor() {
+  constructor(readonly spec: GroupSpec) {
     this.failed.catch(() => undefined);
+    for (const k of Object.keys(TUNED_MALLOC_ENV)) delete this.env[k];
+    if (spec.malloc === "tuned") Object.assign(this.env, TUNED_MALLOC_ENV);
+    if (spec.transport === "ipc") ipcTag = this.tag;
+    const common = ["--workers", String(spec.workers), "--transport", spec.transport, "--tag", this.tag];
+    this.servers = Array.from({ length: spec.shards }, (_, k) => this.start(`server shard ${k}`, ["--role", "server", "--rank", String(k), ...common]));
+    this.workers = Array.from({ length: spec.workers }, (_, r) => this.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), ...common]));
   }
 
-  start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  private start(name: string, args: string[]): ChildProcess {
     const execArgv = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
-    const proc = fork(SELF, args, { env, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const proc = fork(SELF, args, { env: this.env, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
     live.add(proc);
     this.named.set(proc, name);
     this.inbox.set(proc, []);
@@ -304,36 +337,144 @@ class Children {
     // 'close' comes after the IPC channel has delivered everything the child sent.
     proc.on("close", (code, signal) => {
       live.delete(proc);
-      if (code !== 0 || !this.reported.has(proc))
-        this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} before it was done`));
+      if (code !== 0 || !this.closing)
+        this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} while the bench still needed it`));
     });
     proc.on("message", (m: FromChild) => {
       this.lastHeard.set(proc, Date.now());
       if (m.type === "error") this.failure?.(new Error(`${name} (pid ${proc.pid}): ${m.message}`));
       else if (m.type !== "progress") this.inbox.get(proc)?.push(m);
-      if (m.type === "times" || m.type === "stats") this.reported.add(proc);
     });
     return proc;
   }
 
+  send(procs: ChildProcess[], m: ToChild): void {
+    for (const p of procs) p.send(m);
+  }
+
   /** The next message of `type` from `proc`; fails when the child stays silent for STALL_MS while we wait. */
-  async wait<T extends FromChild>(proc: ChildProcess, type: T["type"]): Promise<T> {
+  async wait<T extends FromChild["type"]>(proc: ChildProcess, type: T): Promise<Extract<FromChild, { type: T }>> {
     const box = this.inbox.get(proc) ?? [];
     const since = Date.now();
     for (;;) {
       const i = box.findIndex((m) => m.type === type);
-      if (i >= 0) return box.splice(i, 1)[0] as T;
+      if (i >= 0) return box.splice(i, 1)[0] as Extract<FromChild, { type: T }>;
       if (Date.now() - Math.max(since, this.lastHeard.get(proc) ?? 0) > STALL_MS)
-        throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${STALL_MS} ms`);
-      await Promise.race([new Promise((r) => setTimeout(r, 5)), this.failed]);
+        throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${STALL_MS / 1000} s`);
+      await Promise.race([new Promise((r) => setTimeout(r, 2)), this.failed]);
     }
   }
 
-  /** Wait (bounded) for every child to exit, then kill what is left. */
-  async reap(ms: number): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (Date.now() < deadline && [...this.named.keys()].some((p) => live.has(p))) await new Promise((r) => setTimeout(r, 5));
-    for (const p of this.named.keys()) if (live.has(p)) p.kill("SIGKILL");
+  async waitAll<T extends FromChild["type"]>(procs: ChildProcess[], type: T): Promise<Extract<FromChild, { type: T }>[]> {
+    const out: Extract<FromChild, { type: T }>[] = [];
+    for (const p of procs) out.push(await this.wait(p, type));
+    return out;
+  }
+
+  /** Ask every child to exit, wait (bounded), then kill what is left. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const all = [...this.named.keys()];
+    for (const p of all) if (p.connected) p.send({ type: "exit" } satisfies ToChild);
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && all.some((p) => live.has(p))) await new Promise((r) => setTimeout(r, 5));
+    killAll();
+  }
+
+  /** One measurement: a fresh shard per server and client per worker, warm-up, timed rounds. */
+  async measure(cell: Cell): Promise<Record<string, unknown>> {
+    const { workers: n, shards: k } = this.spec;
+    const size = Math.floor(cell.sizeBytes / 4);
+    const ranges = partitionKeys(size, k);
+    const t0 = performance.now();
+    const id = this.cells++;
+    ranges.forEach((range, i) => this.servers[i]!.send({ type: "shard", cell: id, range, warmup: cell.warmup } satisfies ToChild));
+    const endpoints = await this.waitAll(this.servers, "endpoint");
+    const servers: ShardEndpoint[] = endpoints.map((m, i) => ({ shard: i, endpoint: m.endpoint, range: ranges[i]! }));
+    this.send(this.workers, { type: "map", servers, size });
+    await this.waitAll(this.workers, "ready");
+    const setup = performance.now() - t0;
+
+    this.send(this.workers, { type: "warm", rounds: cell.warmup - 1 });
+    const warmed = await this.waitAll(this.workers, "warmed");
+    const iters = cell.iters ?? itersFor(warmed[0]!.latencies, cell, n);
+    const machine0 = machineCpu();
+    const own0 = process.cpuUsage();
+    this.send(this.servers, { type: "go", iters });
+    this.send(this.workers, { type: "go", iters });
+    const results = await this.waitAll(this.workers, "times");
+    const machine1 = machineCpu();
+    const own = process.cpuUsage(own0);
+    this.send(this.servers, { type: "stop" });
+    const stats = (await this.waitAll(this.servers, "stats")).map((m) => m.stats);
+
+    const w = cell.warmup;
+    const ends0 = results[0]!.ends;
+    const periods = ends0.slice(1).map((e, i) => (e - ends0[i]!) / 1000);
+    const pushPull = periods.map((_, i) => Math.max(...results.map((r) => r.latencies[i + 1]!)) / 1000);
+    const round = quantiles(periods);
+    const pp = quantiles(pushPull);
+    const rounds = w + iters;
+    const expect = -LR * GRAD * rounds;
+    const correct = results.every((r) => Math.abs(r.first - expect) < 1e-4 * rounds && Math.abs(r.last - expect) < 1e-4 * rounds);
+    // Server-side figures per timed round, summed over the shards; worker figures: mean per worker.
+    const serverRounds = Math.max(1, Math.min(...stats.map((x) => x.rounds)));
+    const handlePerRound = stats.reduce((a, x) => a + x.handleSeconds, 0) / serverRounds;
+    const serverUser = stats.reduce((a, x) => a + x.usage.user, 0) / serverRounds;
+    const serverSys = stats.reduce((a, x) => a + x.usage.sys, 0) / serverRounds;
+    const serverFaults = stats.reduce((a, x) => a + x.usage.faults, 0) / serverRounds;
+    const workerUser = results.reduce((a, r) => a + r.usage.user, 0) / n / iters;
+    const workerSys = results.reduce((a, r) => a + r.usage.sys, 0) / n / iters;
+    const workerFaults = results.reduce((a, r) => a + r.usage.faults, 0) / n / iters;
+    // CPU the machine spent in the measured interval beyond this bench's processes: another
+    // process sharing the cores (the figures of such a measurement are not to be trusted).
+    const ours = results.reduce((a, r) => a + r.cpuSinceGo, 0) + stats.reduce((a, x) => a + x.cpuSinceGo, 0) + (own.user + own.system) / 1e6;
+    const foreign = machine1 && machine0 ? Math.max(0, (machine1.busy - machine0.busy - ours) / (machine1.total - machine0.total || 1)) : NaN;
+    const gbps = (2 * n * cell.sizeBytes) / round.median / 1e9;
+    const errors = stats.flatMap((x) => Object.entries(x.errors).map(([key, v]) => `${key}:${v}`));
+    const ms = (x: number) => (x * 1e3).toFixed(2);
+    if (cell.verbose) process.stderr.write(`bench-ps:   rounds (ms, in order): ${periods.map(ms).join(" ")}\n`);
+    process.stderr.write(
+      `bench-ps:   round ${ms(round.median)} ms (${ms(round.min)}-${ms(round.max)}, ${periods.length} rounds after ${w}), ${gbps.toFixed(2)} GB/s; ` +
+        `per round: shards handle() ${ms(handlePerRound)} ms, cpu ${ms(serverUser)} user + ${ms(serverSys)} sys ms, ${serverFaults.toFixed(0)} faults; ` +
+        `each worker cpu ${ms(workerUser)} + ${ms(workerSys)} ms, ${workerFaults.toFixed(0)} faults; ` +
+        `other processes ${(foreign * 100).toFixed(0)}% of the machine; set-up ${(setup / 1000).toFixed(2)} s, all ${((performance.now() - t0) / 1000).toFixed(2)} s` +
+        `${correct ? "" : "; WRONG WEIGHTS"}${errors.length ? `; shard errors ${errors.join(",")}` : ""}\n`,
+    );
+    const extra = mallocExtra(this.env);
+    return {
+      bench: "ps_round",
+      impl: `ps-train-zmq ${this.spec.transport}`,
+      malloc: this.spec.malloc,
+      ...(extra ? { malloc_extra: extra } : {}),
+      n,
+      shards: k,
+      processes: n + k,
+      size_bytes: cell.sizeBytes,
+      size_MiB: cell.sizeBytes / 2 ** 20,
+      warmup: w,
+      reps: periods.length,
+      median_s: round.median,
+      min_s: round.min,
+      max_s: round.max,
+      round_median_s: round.median,
+      round_min_s: round.min,
+      round_max_s: round.max,
+      push_pull_median_s: pp.median,
+      push_pull_min_s: pp.min,
+      push_pull_max_s: pp.max,
+      server_GBps: gbps,
+      server_GBps_median: gbps,
+      server_handle_s_per_round: handlePerRound,
+      server_user_s_per_round: serverUser,
+      server_sys_s_per_round: serverSys,
+      server_faults_per_round: serverFaults,
+      worker_user_s_per_round: workerUser,
+      worker_sys_s_per_round: workerSys,
+      worker_faults_per_round: workerFaults,
+      foreign_cpu_frac: foreign,
+      correct,
+    };
   }
 }
 
@@ -358,6 +499,21 @@ function machineCpu(): { busy: number; total: number } | null {
   }
 }
 
+/** Busy fraction of the whole machine over `ms` (NaN without /proc/stat). */
+async function machineBusy(ms: number): Promise<number> {
+  const a = machineCpu();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = machineCpu();
+  return a && b ? (b.busy - a.busy) / (b.total - a.total || 1) : NaN;
+}
+
+/** Wait (at most `maxMs`) until other processes leave the machine mostly idle. */
+async function waitQuiet(maxBusy: number, maxMs: number): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) if (!((await machineBusy(2000)) > maxBusy)) return;
+  process.stderr.write(`bench-ps:   the machine stayed busy for ${maxMs / 1000} s; measuring anyway\n`);
+}
+
 function quantiles(xs: number[]): { median: number; min: number; max: number } {
   const t = [...xs].sort((a, b) => a - b);
   const mid = t.length >> 1;
@@ -365,122 +521,24 @@ function quantiles(xs: number[]): { median: number; min: number; max: number } {
   return { median, min: t[0]!, max: t[t.length - 1]! };
 }
 
-async function measure(cell: Cell): Promise<Record<string, unknown>> {
-  const size = Math.floor(cell.sizeBytes / 4);
-  const ranges = partitionKeys(size, cell.shards);
-  const tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(TUNED_MALLOC_ENV)) delete env[k];
-  if (cell.malloc === "tuned") Object.assign(env, TUNED_MALLOC_ENV);
-  if (cell.transport === "ipc") ipcTag = tag;
-  const kids = new Children();
-  const t0 = performance.now();
-  try {
-    // Servers and workers start together; workers get the shard map once every server is bound.
-    const sprocs = ranges.map((r, k) =>
-      kids.start(
-        `server shard ${k}`,
-        ["--role", "server", "--rank", String(k), "--range", `${r.start}:${r.end}`, "--workers", String(cell.workers), "--warmup", String(cell.warmup), "--transport", cell.transport, "--tag", tag],
-        env,
-      ),
-    );
-    const wprocs = Array.from({ length: cell.workers }, (_, r) => kids.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), "--size", String(size)], env));
-    const servers: ShardEndpoint[] = [];
-    for (const [k, p] of sprocs.entries()) {
-      const m = await kids.wait<Extract<FromChild, { type: "endpoint" }>>(p, "endpoint");
-      servers.push({ shard: k, endpoint: m.endpoint, range: ranges[k]! });
-    }
-    for (const p of wprocs) p.send({ type: "map", servers } satisfies ToChild);
-    for (const p of wprocs) await kids.wait(p, "ready");
-    const startup = performance.now() - t0;
-    const warm: ToChild = { type: "warm", rounds: cell.warmup - 1 };
-    for (const p of wprocs) p.send(warm);
-    const warmed: number[][] = [];
-    for (const p of wprocs) warmed.push((await kids.wait<Extract<FromChild, { type: "warmed" }>>(p, "warmed")).latencies);
-    const iters = cell.iters ?? itersFor(warmed[0]!, cell);
-    const go: ToChild = { type: "go", iters };
-    const machine0 = machineCpu();
-    const own0 = process.cpuUsage();
-    for (const p of sprocs) p.send(go);
-    for (const p of wprocs) p.send(go);
-    const results: Extract<FromChild, { type: "times" }>[] = [];
-    for (const p of wprocs) results.push(await kids.wait<Extract<FromChild, { type: "times" }>>(p, "times"));
-    const machine1 = machineCpu();
-    const own = process.cpuUsage(own0);
-    for (const p of sprocs) p.send({ type: "stop" } satisfies ToChild);
-    const stats: ServerStats[] = [];
-    for (const p of sprocs) stats.push((await kids.wait<Extract<FromChild, { type: "stats" }>>(p, "stats")).stats);
-    await kids.reap(5000);
+/**
+ * Warm-up rounds: zeromq.js hands received messages to JS zero-copy and frees them only when V8
+ * collects the Buffer, so until the first few collections every receive lands in fresh heap
+ * memory and pays its page faults (~10 us per 4 KiB page here): a 1 MiB round takes ~10 ms for
+ * the first ~30 rounds, then ~1.5 ms. Warm up until each worker has received ~48 MiB.
+ */
+function warmupFor(sizeBytes: number): number {
+  return Math.max(sizeBytes >= 32 * 2 ** 20 ? 2 : 3, Math.min(60, Math.ceil((48 * 2 ** 20) / sizeBytes)));
+}
 
-    const w = cell.warmup;
-    const ends0 = results[0]!.ends;
-    const periods = ends0.slice(1).map((e, i) => (e - ends0[i]!) / 1000);
-    const pushPull = periods.map((_, i) => Math.max(...results.map((r) => r.latencies[i + 1]!)) / 1000);
-    const round = quantiles(periods);
-    const pp = quantiles(pushPull);
-    const rounds = w + iters;
-    const expect = -LR * GRAD * rounds;
-    const correct = results.every((r) => Math.abs(r.first - expect) < 1e-4 * rounds && Math.abs(r.last - expect) < 1e-4 * rounds);
-    // Server-side figures per timed round, summed over the shards; worker figures: mean per worker.
-    const timed = iters;
-    const serverRounds = Math.max(1, Math.min(...stats.map((x) => x.rounds)));
-    const handlePerRound = stats.reduce((a, x) => a + x.handleSeconds, 0) / serverRounds;
-    const serverUser = stats.reduce((a, x) => a + x.usage.user, 0) / serverRounds;
-    const serverSys = stats.reduce((a, x) => a + x.usage.sys, 0) / serverRounds;
-    const serverFaults = stats.reduce((a, x) => a + x.usage.faults, 0) / serverRounds;
-    const workerUser = results.reduce((a, r) => a + r.usage.user, 0) / results.length / timed;
-    const workerSys = results.reduce((a, r) => a + r.usage.sys, 0) / results.length / timed;
-    const workerFaults = results.reduce((a, r) => a + r.usage.faults, 0) / results.length / timed;
-    if (cell.verbose) process.stderr.write(`bench-ps:   rounds (ms, in order): ${periods.map((p) => (p * 1e3).toFixed(2)).join(" ")}\n`);
-    // CPU the machine spent in the measured interval beyond this bench's processes: another
-    // process sharing the cores (the figures of such a cell are not to be trusted).
-    const ours = results.reduce((a, r) => a + r.cpuSinceGo, 0) + stats.reduce((a, x) => a + x.cpuSinceGo, 0) + (own.user + own.system) / 1e6;
-    const foreign = machine1 && machine0 ? Math.max(0, (machine1.busy - machine0.busy - ours) / ((machine1.total - machine0.total) || 1)) : NaN;
-    const errors = stats.flatMap((x) => Object.entries(x.errors).map(([k, v]) => `${k}:${v}`));
-    const ms = (x: number) => (x * 1e3).toFixed(2);
-    process.stderr.write(
-      `bench-ps:   round ${ms(round.median)} ms (${ms(round.min)}-${ms(round.max)}), ${((2 * cell.workers * cell.sizeBytes) / round.median / 1e9).toFixed(2)} GB/s; ` +
-        `per round: shards handle() ${ms(handlePerRound)} ms, cpu ${ms(serverUser)} user + ${ms(serverSys)} sys ms, ${serverFaults.toFixed(0)} faults; ` +
-        `each worker cpu ${ms(workerUser)} + ${ms(workerSys)} ms, ${workerFaults.toFixed(0)} faults; ` +
-        `other processes ${(foreign * 100).toFixed(0)}% of the machine; start-up ${(startup / 1000).toFixed(2)} s, cell ${((performance.now() - t0) / 1000).toFixed(2)} s${correct ? "" : "; WRONG WEIGHTS"}` +
-        `${errors.length ? `; shard errors ${errors.join(",")}` : ""}\n`,
-    );
-    return {
-      bench: "ps_round",
-      impl: `ps-train-zmq ${cell.transport}`,
-      malloc: cell.malloc,
-      ...(mallocExtra(env) ? { malloc_extra: mallocExtra(env) } : {}),
-      n: cell.workers,
-      shards: cell.shards,
-      processes: cell.workers + cell.shards,
-      size_bytes: cell.sizeBytes,
-      size_MiB: cell.sizeBytes / 2 ** 20,
-      warmup: w,
-      reps: periods.length,
-      median_s: round.median,
-      min_s: round.min,
-      max_s: round.max,
-      round_median_s: round.median,
-      round_min_s: round.min,
-      round_max_s: round.max,
-      push_pull_median_s: pp.median,
-      push_pull_min_s: pp.min,
-      push_pull_max_s: pp.max,
-      server_GBps: (2 * cell.workers * cell.sizeBytes) / round.median / 1e9,
-      server_GBps_median: (2 * cell.workers * cell.sizeBytes) / round.median / 1e9,
-      server_handle_s_per_round: handlePerRound,
-      server_user_s_per_round: serverUser,
-      server_sys_s_per_round: serverSys,
-      server_faults_per_round: serverFaults,
-      worker_user_s_per_round: workerUser,
-      worker_sys_s_per_round: workerSys,
-      worker_faults_per_round: workerFaults,
-      foreign_cpu_frac: foreign,
-      correct,
-    };
-  } finally {
-    killAll();
-  }
+/**
+ * Timed rounds: as many as fit in `cell.seconds` at the pace of the fastest warm-up round
+ * (warm-up rounds are slower than the steady state), at least 5 (3 when a round takes over
+ * 0.25 s) and at most 50. Without warm-up rounds to go by: by bytes, at ~1.5 GB/s.
+ */
+function itersFor(warmLatencies: number[], cell: Cell, workers: number): number {
+  const est = warmLatencies.length ? Math.min(...warmLatencies) : (2 * workers * cell.sizeBytes) / 1.5e9;
+  return Math.max(est > 0.25 ? 3 : 5, Math.min(50, Math.round(cell.seconds / est)));
 }
 
 function parseSize(s: string): number {
@@ -503,40 +561,11 @@ function positiveInts(s: string, what: string): number[] {
   return xs;
 }
 
-/**
- * Warm-up rounds: zeromq.js hands received messages to JS zero-copy and frees them only when V8
- * collects the Buffer, so until the first few collections every receive lands in fresh heap
- * memory and pays its page faults (~10 us per 4 KiB page here): a 1 MiB round takes ~10 ms for
- * the first ~30 rounds, then ~1.3 ms. Warm up until each worker has received ~48 MiB.
- */
-function warmupFor(sizeBytes: number): number {
-  return Math.max(sizeBytes >= 32 * 2 ** 20 ? 2 : 3, Math.min(60, Math.ceil((48 * 2 ** 20) / sizeBytes)));
-}
-
-/** Busy fraction of the whole machine over `ms` (NaN without /proc/stat). */
-async function machineBusy(ms: number): Promise<number> {
-  const a = machineCpu();
-  await new Promise((r) => setTimeout(r, ms));
-  const b = machineCpu();
-  return a && b ? (b.busy - a.busy) / (b.total - a.total || 1) : NaN;
-}
-
-/** Wait (at most `maxMs`) until other processes leave the machine mostly idle. */
-async function waitQuiet(maxBusy: number, maxMs: number): Promise<void> {
-  const deadline = Date.now() + maxMs;
-  while (Date.now() < deadline) if (!((await machineBusy(2000)) > maxBusy)) return;
-  process.stderr.write(`bench-ps:   the machine stayed busy for ${maxMs / 1000} s; measuring anyway\n`);
-}
-
-/**
- * Timed rounds for a cell: as many as fit in `cell.seconds` at the pace of the fastest warm-up
- * round (warm-up rounds are slower than the steady state), at least 5 (3 when a round takes
- * over 0.25 s) and at most 50. Without warm-up rounds to go by: by bytes, at ~1.5 GB/s.
- */
-function itersFor(warmLatencies: number[], cell: Cell): number {
-  const est = warmLatencies.length ? Math.min(...warmLatencies) : (2 * cell.workers * cell.sizeBytes) / 1.5e9;
-  return Math.max(est > 0.25 ? 3 : 5, Math.min(50, Math.round(cell.seconds / est)));
-}
+const USAGE = `usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4]
+                          [--transports tcp,ipc] [--malloc tuned|default|both]
+                          [--seconds 1 | --iters N] [--warmup auto|N] [--max-foreign 0.15]
+                          [--quick] [--verbose]
+`;
 
 async function driver(): Promise<void> {
   const { values } = parseArgs({
@@ -556,11 +585,7 @@ async function driver(): Promise<void> {
     },
   });
   if (values.help) {
-    process.stderr.write(
-      "usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4] [--transports tcp,ipc]\n" +
-        "                          [--malloc tuned|default|both] [--iters N | --seconds 1] [--warmup auto|N]\n" +
-        "                          [--max-foreign 0.15] [--quick] [--verbose]\n",
-    );
+    process.stderr.write(USAGE);
     return;
   }
   const sizes = (values.quick ? "64KiB,1MiB" : values.sizes).split(",").map(parseSize);
@@ -576,32 +601,39 @@ async function driver(): Promise<void> {
     throw new Error("--warmup must be auto or an integer >= 1 (the first timed round's period needs a round before it)");
   const seconds = Number(values.seconds);
   if (!(seconds > 0)) throw new Error("--seconds must be > 0");
+  const iters = values.iters === undefined ? undefined : positiveInts(values.iters, "iters")[0];
   const maxForeign = Number(values["max-foreign"]);
-  if (!(maxForeign >= 0)) throw new Error("--max-foreign must be a fraction of the machine, >= 0 (0: never re-measure)");
-  const fixedIters = values.iters === undefined ? undefined : positiveInts(values.iters, "iters")[0];
-  const cells = mallocs.length * transports.length * sizes.length * workers.length * shards.length;
+  if (!(maxForeign >= 0)) throw new Error("--max-foreign must be a fraction of the machine, >= 0 (0: never measure again)");
+
+  const total = mallocs.length * transports.length * workers.length * shards.length * sizes.length;
   let i = 0;
   const t0 = performance.now();
   for (const malloc of mallocs)
     for (const transport of transports as TransportName[])
-      for (const sizeBytes of sizes)
-        for (const n of workers)
-          for (const k of shards) {
-            const iters = fixedIters;
-            const warmup = fixedWarmup ?? warmupFor(sizeBytes);
-            i++;
-            process.stderr.write(`bench-ps: [${i}/${cells}] ${transport} malloc=${malloc} size=${sizeBytes} N=${n} K=${k} rounds=${warmup}+${iters ?? `~${seconds} s`}\n`);
-            const cell: Cell = { transport, malloc, sizeBytes, workers: n, shards: k, iters, seconds, warmup, verbose: values.verbose };
-            let line = await measure(cell);
-            // Another process took a share of the 2 cores: wait for quiet and measure again (twice at most).
-            for (let retry = 0; maxForeign > 0 && retry < 2 && (line["foreign_cpu_frac"] as number) > maxForeign; retry++) {
-              process.stderr.write(`bench-ps:   other processes used ${((line["foreign_cpu_frac"] as number) * 100).toFixed(0)}% of the machine; measuring again once it is quiet\n`);
-              await waitQuiet(maxForeign, 60_000);
-              line = await measure(cell);
+      for (const n of workers)
+        for (const k of shards) {
+          const spec: GroupSpec = { transport, malloc, workers: n, shards: k };
+          const group = new Group(spec);
+          try {
+            for (const sizeBytes of sizes) {
+              const warmup = fixedWarmup ?? warmupFor(sizeBytes);
+              i++;
+              process.stderr.write(`bench-ps: [${i}/${total}] ${transport} malloc=${malloc} N=${n} K=${k} size=${sizeBytes} rounds=${warmup}+${iters ?? `~${seconds} s`}\n`);
+              const cell: Cell = { sizeBytes, iters, seconds, warmup, verbose: values.verbose };
+              let line = await group.measure(cell);
+              // Another process took a share of the 2 cores: wait for quiet and measure again (twice at most).
+              for (let retry = 0; maxForeign > 0 && retry < 2 && (line["foreign_cpu_frac"] as number) > maxForeign; retry++) {
+                process.stderr.write(`bench-ps:   other processes used ${((line["foreign_cpu_frac"] as number) * 100).toFixed(0)}% of the machine; measuring again once it is quiet\n`);
+                await waitQuiet(maxForeign, 60_000);
+                line = await group.measure(cell);
+              }
+              process.stdout.write(JSON.stringify(line) + "\n");
             }
-            process.stdout.write(JSON.stringify(line) + "\n");
+          } finally {
+            await group.close();
           }
-  process.stderr.write(`bench-ps: ${cells} cells in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+        }
+  process.stderr.write(`bench-ps: ${total} measurements in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 }
 
 if (process.argv.includes("--role")) void child();
