@@ -371,9 +371,10 @@ class Group {
     return out;
   }
 
-  /** Ask every child to exit, wait (bounded), then kill what is left. */
-  async close(): Promise<void> {
+  /** Ask every child to exit, wait (bounded), then kill what is left; after a failure, kill at once. */
+  async close(graceful: boolean): Promise<void> {
     this.closing = true;
+    if (!graceful) return killAll();
     const all = [...this.named.keys()];
     for (const p of all) if (p.connected) p.send({ type: "exit" } satisfies ToChild);
     const deadline = Date.now() + 5000;
@@ -614,6 +615,7 @@ async function driver(): Promise<void> {
         for (const k of shards) {
           const spec: GroupSpec = { transport, malloc, workers: n, shards: k };
           const group = new Group(spec);
+          let done = false;
           try {
             for (const sizeBytes of sizes) {
               const warmup = fixedWarmup ?? warmupFor(sizeBytes);
@@ -629,8 +631,9 @@ async function driver(): Promise<void> {
               }
               process.stdout.write(JSON.stringify(line) + "\n");
             }
+            done = true;
           } finally {
-            await group.close();
+            await group.close(done);
           }
         }
   process.stderr.write(`bench-ps: ${total} measurements in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);

@@ -1,8 +1,8 @@
 import { Dealer } from "zeromq";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
-import { decodeHeader, DType, encodeHeader, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
-import type { HelloMsg, Role } from "./messages.js";
+import { decodeHeader, DType, type Header, MsgType, typeName } from "../transport/header.js";
+import { controlFrames, type HelloMsg, type Role } from "./messages.js";
 
 export interface ControlMessage {
   header: Header;
@@ -91,13 +91,7 @@ export class ControlClient {
   }
 
   async send(type: MsgType, body: unknown = null, extra: Buffer[] = []): Promise<void> {
-    const frames: Buffer[] = [];
-    if (body !== null) frames.push(Buffer.from(JSON.stringify(body)));
-    frames.push(...extra);
-    let n = 0;
-    for (const f of frames) n += f.byteLength;
-    const header = makeHeader(type, { runId: this.runId, rank: this.rank, dtype: body !== null ? DType.JSON : DType.NONE, byteLength: n });
-    await this.socket.send([encodeHeader(header), ...frames]);
+    await this.socket.send(controlFrames(type, this.runId, this.rank, body, extra));
   }
 
   async hello(): Promise<ControlMessage> {

@@ -1,8 +1,8 @@
 import { Router } from "zeromq";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
-import { decodeHeader, DType, encodeHeader, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
-import { type FailMsg, type HelloMsg, isObject, type Role } from "./messages.js";
+import { decodeHeader, DType, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
+import { controlFrames, type FailMsg, type HelloMsg, isObject, type Role } from "./messages.js";
 
 export interface PeerInfo {
   role: Role;
@@ -179,13 +179,7 @@ export class Coordinator {
   async send(role: Role, rank: number, type: MsgType, body: unknown = null, extra: Buffer[] = []): Promise<void> {
     const peer = this.peers.get(`${role}:${rank}`);
     if (!peer) throw new PsError(ErrorCode.PEER_LOST, `${peerName(role, rank)} is not registered`);
-    const frames: Buffer[] = [];
-    if (body !== null) frames.push(Buffer.from(JSON.stringify(body)));
-    frames.push(...extra);
-    let n = 0;
-    for (const f of frames) n += f.byteLength;
-    const header = makeHeader(type, { runId: this.runId, rank: -1, dtype: body !== null ? DType.JSON : DType.NONE, byteLength: n });
-    await this.router.send([peer.routingId, encodeHeader(header), ...frames]);
+    await this.router.send([peer.routingId, ...controlFrames(type, this.runId, -1, body, extra)]);
   }
 
   async broadcast(role: Role | null, type: MsgType, body: unknown = null): Promise<void> {

@@ -1,4 +1,5 @@
 import type { TrainConfig } from "../config/train-config.js";
+import { DType, encodeHeader, makeHeader, type MsgType } from "../transport/header.js";
 import type { KeyRange } from "../ps/key-range.js";
 
 /** Control-plane payloads (JSON frames on the coordinator channel; tensors never go here). */
@@ -72,4 +73,15 @@ export interface FailMsg {
 
 export function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** A control message's frames: the header, then the JSON body (if any), then extra frames. */
+export function controlFrames(type: MsgType, runId: number, rank: number, body: unknown, extra: readonly Buffer[] = []): Buffer[] {
+  const frames: Buffer[] = [];
+  if (body !== null) frames.push(Buffer.from(JSON.stringify(body)));
+  frames.push(...extra);
+  let n = 0;
+  for (const f of frames) n += f.byteLength;
+  const header = makeHeader(type, { runId, rank, dtype: body !== null ? DType.JSON : DType.NONE, byteLength: n });
+  return [encodeHeader(header), ...frames];
 }
