@@ -87,7 +87,13 @@ export class LocalLauncher {
       const text = readFileSync(logFile, "utf8").trim();
       if (!text) return "";
       const lines = text.split("\n");
-      const last = lines.slice(-1)[0] ?? "";
+      let last = lines.slice(-1)[0] ?? "";
+      try {
+        const rec = JSON.parse(last) as { msg?: unknown };
+        if (typeof rec.msg === "string") last = rec.msg;
+      } catch {
+        // not a JSON log line (e.g. a crash of node itself): quote it as it is
+      }
       return `; last log line: ${last.slice(0, 300)} (log: ${logFile})`;
     } catch {
       return "";

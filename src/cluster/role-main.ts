@@ -6,6 +6,7 @@
  *   node role-main.js --role worker --rank 3 --coordinator ipc:///tmp/ps-train-x/coord.sock --timeout-ms 30000
  */
 import { parseArgs } from "node:util";
+import { pino } from "pino";
 import { runServer } from "../ps/server-main.js";
 import { MsgType } from "../transport/header.js";
 import { errorLine, PsError } from "../util/errors.js";
@@ -30,11 +31,16 @@ async function main(): Promise<number> {
     return 2;
   }
   const control = new ControlClient(values.coordinator, role, rank, timeoutMs);
+  // JSON lines on stderr, which the launcher sends to runs/<id>/logs/<role>-<rank>.log.
+  let log = pino({ base: { role, rank, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
   // The coordinator going away must end this process, not leave it behind.
   process.on("disconnect", () => process.exit(3));
   try {
     const cfgMsg = await control.hello();
     const cfg = cfgMsg.body as ConfigMsg;
+    log.level = cfg.config.logLevel;
+    log = log.child({ run: cfg.runTag });
+    log.info({ mode: cfg.config.mode, workers: cfg.config.workers, servers: cfg.config.servers }, "configured");
     control.setRunId(cfg.runId);
     control.startHeartbeat(cfg.config.heartbeatMs);
     if (role === "server") await runServer(control, cfg, cfgMsg.frames[1]);
@@ -43,14 +49,14 @@ async function main(): Promise<number> {
       // Stay until the coordinator has read our results and says STOP.
       await control.next([MsgType.STOP], cfg.config.timeoutMs * 4, "STOP");
     }
+    log.info("finished");
     control.close();
     return 0;
   } catch (err) {
     const fail: FailMsg = { message: errorLine(err).replace(/^ps-train: /, "") };
     if (err instanceof PsError) fail.code = err.code;
-    // The stack for whoever reads the log, then one line that the launcher quotes in its error.
-    if (err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
-    process.stderr.write(`${role} ${rank}: ${fail.message}\n`);
+    // The last log line is the one the launcher quotes when this process exits.
+    log.fatal({ err }, `${role} ${rank}: ${fail.message}`);
     await control.send(MsgType.FAIL, fail).catch(() => undefined);
     await new Promise((r) => setTimeout(r, 100));
     control.close();
