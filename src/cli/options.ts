@@ -424,7 +424,8 @@ const FIELDS: FieldTable = {
   },
   timeoutMs: {
     group: "Run",
-    describe: "Give up on any single wait (rendezvous, a reply, a barrier) after this many milliseconds (integer >= 1)",
+    describe:
+      "Give up on any single wait (rendezvous, a reply, a barrier) after this many milliseconds; keep it above the slowest step plus one evaluation, during which reads are held (integer >= 1)",
     type: "number",
     parse: int(1),
   },
