@@ -142,7 +142,7 @@ export class ServerShard implements ShardClocks {
         this.checkWorker(h);
         this.push(h, payload);
         this.replies.release(h.rank);
-        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseSnapshots(), ...this.releaseReads(now)];
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.release(now)];
       }
       case MsgType.PULL: {
         this.checkWorker(h);
@@ -174,7 +174,7 @@ export class ServerShard implements ShardClocks {
         this.checkCoordinator(h);
         this.stopping = true;
         this.paused = false;
-        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.releaseSnapshots(), ...this.releaseReads(now)];
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.release(now)];
       }
       case MsgType.STATS:
         this.checkCoordinator(h);
@@ -251,6 +251,11 @@ export class ServerShard implements ShardClocks {
 
   private read(to: Buffer, rank: number, clock: number, seq: number, now: number, staleness = 0): Outgoing[] {
     this.pending.push({ to, rank, clock, seq, since: now, staleness });
+    return this.release(now);
+  }
+
+  /** Whatever the clocks, a pause or a stop now allow: held snapshots, then held reads. */
+  private release(now: number): Outgoing[] {
     return [...this.releaseSnapshots(), ...this.releaseReads(now)];
   }
 
