@@ -1,6 +1,6 @@
 /**
  * npm run bench:ps [-- --sizes 1MiB,16MiB --workers 1,4 --shards 1,2 --transports tcp,ipc
- *                     --malloc tuned|default|both --seconds 1 | --iters 20 --warmup auto|3
+ *                     --malloc tuned|default|both --seconds 0.6 | --iters 20 --warmup auto|3
  *                     --max-foreign 0.15 --quick --verbose]
  *
  * The parameter-server round of ps-train with real processes: K server-shard processes
@@ -41,6 +41,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { constants, PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
 import { Router } from "zeromq";
 import { TUNED_MALLOC_ENV } from "../src/cluster/local-launcher.js";
@@ -75,6 +76,9 @@ interface Usage {
   user: number;
   sys: number;
   faults: number;
+  /** main-thread GC pauses (seconds) and how many of them were full mark-compacts */
+  gc: number;
+  majorGcs: number;
 }
 interface ServerStats {
   /** rounds applied after warm-up, which `handleSeconds` and `usage` cover */
@@ -96,14 +100,26 @@ type FromChild =
 
 // ---------------------------------------------------------------- child roles
 
+let gcSeconds = 0;
+let majorGcs = 0;
+/** Count this process's GC pauses (children only; entries arrive a little after each GC). */
+function observeGc(): void {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcSeconds += e.duration / 1000;
+      if ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majorGcs++;
+    }
+  }).observe({ entryTypes: ["gc"] });
+}
+
 function usage(): Usage {
   const u = process.resourceUsage();
-  return { user: u.userCPUTime / 1e6, sys: u.systemCPUTime / 1e6, faults: u.minorPageFault };
+  return { user: u.userCPUTime / 1e6, sys: u.systemCPUTime / 1e6, faults: u.minorPageFault, gc: gcSeconds, majorGcs };
 }
 
 function usageSince(u0: Usage): Usage {
   const u = usage();
-  return { user: u.user - u0.user, sys: u.sys - u0.sys, faults: u.faults - u0.faults };
+  return { user: u.user - u0.user, sys: u.sys - u0.sys, faults: u.faults - u0.faults, gc: u.gc - u0.gc, majorGcs: u.majorGcs - u0.majorGcs };
 }
 
 function cpuOf(u: Usage): number {
@@ -186,7 +202,7 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
       stats: {
         rounds: s.version - m.warmup,
         handleSeconds: handleMs / 1000,
-        usage: u0 ? usageSince(u0) : { user: 0, sys: 0, faults: 0 },
+        usage: u0 ? usageSince(u0) : { user: 0, sys: 0, faults: 0, gc: 0, majorGcs: 0 },
         cpuSinceGo: cpuOf(usageSince(atGo)),
         errors: s.errors,
       },
@@ -253,6 +269,7 @@ async function child(): Promise<void> {
       tag: { type: "string" },
     },
   });
+  observeGc();
   // The driver is gone (it exited or was killed): nobody wants our results.
   process.on("disconnect", () => process.exit(0));
   process.on("message", (m: ToChild) => {
@@ -427,6 +444,10 @@ class Group {
     const workerUser = results.reduce((a, r) => a + r.usage.user, 0) / n / iters;
     const workerSys = results.reduce((a, r) => a + r.usage.sys, 0) / n / iters;
     const workerFaults = results.reduce((a, r) => a + r.usage.faults, 0) / n / iters;
+    const serverGc = stats.reduce((a, x) => a + x.usage.gc, 0) / serverRounds;
+    const serverMajor = stats.reduce((a, x) => a + x.usage.majorGcs, 0) / serverRounds;
+    const workerGc = results.reduce((a, r) => a + r.usage.gc, 0) / n / iters;
+    const workerMajor = results.reduce((a, r) => a + r.usage.majorGcs, 0) / n / iters;
     // CPU the machine spent in the measured interval beyond this bench's processes: another
     // process sharing the cores (the figures of such a measurement are not to be trusted).
     const ours = results.reduce((a, r) => a + r.cpuSinceGo, 0) + stats.reduce((a, x) => a + x.cpuSinceGo, 0) + (own.user + own.system) / 1e6;
@@ -437,8 +458,9 @@ class Group {
     if (cell.verbose) process.stderr.write(`bench-ps:   rounds (ms, in order): ${periods.map(ms).join(" ")}\n`);
     process.stderr.write(
       `bench-ps:   round ${ms(round.median)} ms (${ms(round.min)}-${ms(round.max)}, ${periods.length} rounds after ${w}), ${gbps.toFixed(2)} GB/s; ` +
-        `per round: shards handle() ${ms(handlePerRound)} ms, cpu ${ms(serverUser)} user + ${ms(serverSys)} sys ms, ${serverFaults.toFixed(0)} faults; ` +
-        `each worker cpu ${ms(workerUser)} + ${ms(workerSys)} ms, ${workerFaults.toFixed(0)} faults; ` +
+        `per round: shards handle() ${ms(handlePerRound)} ms, cpu ${ms(serverUser)} user + ${ms(serverSys)} sys ms, ${serverFaults.toFixed(0)} faults, ` +
+        `GC ${ms(serverGc)} ms (${serverMajor.toFixed(2)} full); each worker cpu ${ms(workerUser)} + ${ms(workerSys)} ms, ${workerFaults.toFixed(0)} faults, ` +
+        `GC ${ms(workerGc)} ms (${workerMajor.toFixed(2)} full); ` +
         `other processes ${(foreign * 100).toFixed(0)}% of the machine; set-up ${(setup / 1000).toFixed(2)} s, all ${((performance.now() - t0) / 1000).toFixed(2)} s` +
         `${correct ? "" : "; WRONG WEIGHTS"}${errors.length ? `; shard errors ${errors.join(",")}` : ""}\n`,
     );
@@ -446,6 +468,8 @@ class Group {
     return {
       bench: "ps_round",
       impl: `ps-train-zmq ${this.spec.transport}`,
+      // summarize.py appends `variant` to the name in its table
+      variant: `K=${k}`,
       malloc: this.spec.malloc,
       ...(extra ? { malloc_extra: extra } : {}),
       n,
@@ -473,6 +497,10 @@ class Group {
       worker_user_s_per_round: workerUser,
       worker_sys_s_per_round: workerSys,
       worker_faults_per_round: workerFaults,
+      server_gc_s_per_round: serverGc,
+      server_full_gcs_per_round: serverMajor,
+      worker_gc_s_per_round: workerGc,
+      worker_full_gcs_per_round: workerMajor,
       foreign_cpu_frac: foreign,
       correct,
     };
@@ -526,10 +554,11 @@ function quantiles(xs: number[]): { median: number; min: number; max: number } {
  * Warm-up rounds: zeromq.js hands received messages to JS zero-copy and frees them only when V8
  * collects the Buffer, so until the first few collections every receive lands in fresh heap
  * memory and pays its page faults (~10 us per 4 KiB page here): a 1 MiB round takes ~10 ms for
- * the first ~30 rounds, then ~1.5 ms. Warm up until each worker has received ~48 MiB.
+ * the first ~30 rounds, then ~1.5 ms; a 64 KiB round trip ~0.8-1 ms for several hundred, then ~0.3 ms.
+ * Warm up until each worker has received ~48 MiB (at most 1000 rounds).
  */
 function warmupFor(sizeBytes: number): number {
-  return Math.max(sizeBytes >= 32 * 2 ** 20 ? 2 : 3, Math.min(60, Math.ceil((48 * 2 ** 20) / sizeBytes)));
+  return Math.max(sizeBytes >= 32 * 2 ** 20 ? 2 : 3, Math.min(1000, Math.ceil((48 * 2 ** 20) / sizeBytes)));
 }
 
 /**
@@ -564,7 +593,7 @@ function positiveInts(s: string, what: string): number[] {
 
 const USAGE = `usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4]
                           [--transports tcp,ipc] [--malloc tuned|default|both]
-                          [--seconds 1 | --iters N] [--warmup auto|N] [--max-foreign 0.15]
+                          [--seconds 0.6 | --iters N] [--warmup auto|N] [--max-foreign 0.15]
                           [--quick] [--verbose]
 `;
 
@@ -577,7 +606,7 @@ async function driver(): Promise<void> {
       transports: { type: "string", default: "tcp,ipc" },
       malloc: { type: "string", default: "tuned" },
       iters: { type: "string" },
-      seconds: { type: "string", default: "1" },
+      seconds: { type: "string", default: "0.6" },
       warmup: { type: "string", default: "auto" },
       "max-foreign": { type: "string", default: "0.15" },
       quick: { type: "boolean", default: false },
