@@ -1,3 +1,4 @@
+import type { ParamSpec } from "../../src/model/model-api.js";
 import { strict as assert } from "node:assert";
 import * as tf from "@tensorflow/tfjs";
 import { autodiffGradient } from "../../src/model/autodiff.js";
@@ -96,11 +97,7 @@ describe("model gradients", function () {
             const res = model.gradient(x, y, c.batch, g);
             const ad = autodiffGradient(model, w, x, y, c.batch);
             assert.ok(Math.abs(res.loss - ad.loss) <= 1e-5 * Math.max(1, Math.abs(ad.loss)), `loss ${res.loss} vs ${ad.loss}`);
-            for (const p of model.params) {
-              const diff = maxAbsDiff(g, ad.grad, p.offset, p.offset + p.size);
-              const ref = maxAbs(ad.grad, p.offset, p.offset + p.size);
-              assert.ok(diff <= AD_RTOL * ref + 1e-9, `${p.name}: max |manual - autodiff| = ${diff}, max |autodiff| = ${ref}`);
-            }
+            assertMatchesAutodiff(model.params, g, ad.grad);
           } finally {
             model.dispose();
           }
@@ -124,11 +121,7 @@ describe("model gradients", function () {
           const g = new Float32Array(model.size);
           model.gradient(x, y, batch, g);
           const ad = autodiffGradient(model, w, x, y, batch);
-          for (const p of model.params) {
-            const diff = maxAbsDiff(g, ad.grad, p.offset, p.offset + p.size);
-            const ref = maxAbs(ad.grad, p.offset, p.offset + p.size);
-            assert.ok(diff <= AD_RTOL * ref + 1e-9, `${p.name}: max |manual - autodiff| = ${diff}, max |autodiff| = ${ref}`);
-          }
+          assertMatchesAutodiff(model.params, g, ad.grad);
         } finally {
           model.dispose();
         }
@@ -154,3 +147,12 @@ describe("model gradients", function () {
     });
   }
 });
+
+/** Per parameter tensor: max |manual - autodiff| within AD_RTOL of the tensor's largest autodiff value. */
+function assertMatchesAutodiff(params: readonly ParamSpec[], g: Float32Array, ad: Float32Array): void {
+  for (const p of params) {
+    const diff = maxAbsDiff(g, ad, p.offset, p.offset + p.size);
+    const ref = maxAbs(ad, p.offset, p.offset + p.size);
+    assert.ok(diff <= AD_RTOL * ref + 1e-9, `${p.name}: max |manual - autodiff| = ${diff}, max |autodiff| = ${ref}`);
+  }
+}
