@@ -39,7 +39,6 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
@@ -52,6 +51,7 @@ import { serveShard } from "../src/ps/server-main.js";
 import { ServerShard } from "../src/ps/server-shard.js";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js";
+import { machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x5eed;
@@ -515,41 +515,6 @@ function mallocExtra(env: NodeJS.ProcessEnv): string {
     .join(" ");
 }
 
-/** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
-function machineCpu(): { busy: number; total: number } | null {
-  try {
-    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-    const total = f.slice(0, 8).reduce((a, x) => a + x, 0);
-    const idle = (f[3] ?? 0) + (f[4] ?? 0);
-    const hz = 100;
-    return { busy: (total - idle) / hz, total: total / hz };
-  } catch {
-    return null;
-  }
-}
-
-/** Busy fraction of the whole machine over `ms` (NaN without /proc/stat). */
-async function machineBusy(ms: number): Promise<number> {
-  const a = machineCpu();
-  await new Promise((r) => setTimeout(r, ms));
-  const b = machineCpu();
-  return a && b ? (b.busy - a.busy) / (b.total - a.total || 1) : NaN;
-}
-
-/** Wait (at most `maxMs`) until other processes leave the machine mostly idle. */
-async function waitQuiet(maxBusy: number, maxMs: number): Promise<void> {
-  const deadline = Date.now() + maxMs;
-  while (Date.now() < deadline) if (!((await machineBusy(2000)) > maxBusy)) return;
-  process.stderr.write(`bench-ps:   the machine stayed busy for ${maxMs / 1000} s; measuring anyway\n`);
-}
-
-function quantiles(xs: number[]): { median: number; min: number; max: number } {
-  const t = [...xs].sort((a, b) => a - b);
-  const mid = t.length >> 1;
-  const median = t.length % 2 ? t[mid]! : (t[mid - 1]! + t[mid]!) / 2;
-  return { median, min: t[0]!, max: t[t.length - 1]! };
-}
-
 /**
  * Warm-up rounds: zeromq.js hands received messages to JS zero-copy and frees them only when V8
  * collects the Buffer, so until the first few collections every receive lands in fresh heap
@@ -569,26 +534,6 @@ function warmupFor(sizeBytes: number): number {
 function itersFor(warmLatencies: number[], cell: Cell, workers: number): number {
   const est = warmLatencies.length ? Math.min(...warmLatencies) : (2 * workers * cell.sizeBytes) / 1.5e9;
   return Math.max(est > 0.25 ? 3 : 5, Math.min(50, Math.round(cell.seconds / est)));
-}
-
-function parseSize(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|K|M|G)?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size "${s}" (use e.g. 64KiB, 16MiB)`);
-  const unit = (m[2] ?? "B").toLowerCase()[0];
-  const mult = unit === "k" ? 1024 : unit === "m" ? 1024 ** 2 : unit === "g" ? 1024 ** 3 : 1;
-  const bytes = Math.round(Number(m[1]) * mult);
-  if (bytes < 4 || bytes % 4 !== 0) throw new Error(`size "${s}" must be a positive multiple of 4 bytes (float32)`);
-  return bytes;
-}
-
-function positiveInts(s: string, what: string): number[] {
-  const xs = s
-    .split(",")
-    .map((x) => x.trim())
-    .filter(Boolean)
-    .map(Number);
-  for (const x of xs) if (!Number.isInteger(x) || x < 1) throw new Error(`--${what}: ${x} is not a positive integer`);
-  return xs;
 }
 
 const USAGE = `usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4]
@@ -655,7 +600,7 @@ async function driver(): Promise<void> {
               // Another process took a share of the 2 cores: wait for quiet and measure again (twice at most).
               for (let retry = 0; maxForeign > 0 && retry < 2 && (line["foreign_cpu_frac"] as number) > maxForeign; retry++) {
                 process.stderr.write(`bench-ps:   other processes used ${((line["foreign_cpu_frac"] as number) * 100).toFixed(0)}% of the machine; measuring again once it is quiet\n`);
-                await waitQuiet(maxForeign, 60_000);
+                await waitQuiet(maxForeign, 60_000, "bench-ps");
                 line = await group.measure(cell);
               }
               process.stdout.write(JSON.stringify(line) + "\n");

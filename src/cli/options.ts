@@ -16,7 +16,9 @@ import { loadAll, YAMLException } from "js-yaml";
 import yargs from "yargs";
 import type { Argv } from "yargs";
 import {
+  ALLREDUCE_ALGO_NAMES,
   BACKENDS,
+  COMMS,
   DEFAULTS,
   LR_SCHEDULES,
   MODELS,
@@ -88,6 +90,20 @@ function int(min: number, max: number = Number.MAX_SAFE_INTEGER): Parse<number> 
   return (raw, where) => {
     const n = toNumber(raw);
     if (n === undefined || !Number.isSafeInteger(n) || n < min || n > max) throw fail(where, requirement, raw);
+    return n;
+  };
+}
+
+const BYTE_UNITS: Record<string, number> = { "": 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3, gib: 1024 ** 3 };
+
+/** A size in bytes: an integer, or a number with a unit (KiB, MiB, GiB; K/KB etc. mean the same, powers of 1024); a multiple of 4 (float32). */
+function byteSize(min: number): Parse<number> {
+  const requirement = `a size in bytes >= ${min} that is a multiple of 4, e.g. 262144 or 256KiB`;
+  return (raw, where) => {
+    const m = typeof raw === "number" ? [String(raw), String(raw), ""] : typeof raw === "string" ? /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw) : null;
+    const unit = m ? BYTE_UNITS[(m[2] ?? "").toLowerCase()] : undefined;
+    const n = m && unit !== undefined ? Number(m[1]) * unit : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n % 4 !== 0) throw fail(where, requirement, raw);
     return n;
   };
 }
@@ -284,6 +300,41 @@ const FIELDS: FieldTable = {
     describe: "Parameter-server shards the parameters are split across (integer >= 1)",
     type: "number",
     parse: int(1),
+  },
+  comm: {
+    group: "Parallelism",
+    describe: "Gradient exchange: ps (through the parameter-server shards) or allreduce (among the workers, no servers; needs --mode sync)",
+    type: "string",
+    choices: COMMS,
+    parse: choice(COMMS),
+  },
+  allreduceAlgo: {
+    group: "Parallelism",
+    describe: "--comm allreduce: auto (recursive doubling up to --allreduce-small-bytes, ring above), ring or doubling",
+    type: "string",
+    choices: ALLREDUCE_ALGO_NAMES,
+    parse: choice(ALLREDUCE_ALGO_NAMES),
+  },
+  allreduceSegmentBytes: {
+    group: "Parallelism",
+    describe: "--comm allreduce: the ring sends each chunk in segments of this size, so sending, receiving and summing overlap (bytes, or with KiB/MiB; >= 4)",
+    type: "string",
+    defaultText: "1MiB",
+    parse: byteSize(4),
+  },
+  allreduceSmallBytes: {
+    group: "Parallelism",
+    describe: "--comm allreduce: buffers up to this size use recursive doubling under --allreduce-algo auto (bytes, or with KiB/MiB)",
+    type: "string",
+    defaultText: "256KiB",
+    parse: byteSize(0),
+  },
+  fusionBytes: {
+    group: "Parallelism",
+    describe: "--comm allreduce: gradient tensors are packed into fusion buffers of at most this size, one collective each (bytes, or with KiB/MiB; >= 4)",
+    type: "string",
+    defaultText: "64MiB",
+    parse: byteSize(4),
   },
   transport: {
     group: "Parallelism",
@@ -713,6 +764,14 @@ export function resolveTrainConfig(
     last.set(s.key, s);
   }
   // Cross-field checks, on the final values.
+  if (config.comm === "allreduce" && config.mode !== "sync") {
+    // Allreduce is synchronous by nature: sync is what it means, unless another mode was asked for.
+    const mode = last.get("mode");
+    if (mode !== undefined) {
+      throw badOption(`${mode.where}: --comm allreduce needs --mode sync (got ${show(mode.raw)}); async and ssp need the parameter server (--comm ps)`);
+    }
+    config.mode = "sync";
+  }
   const slow = last.get("slow");
   if (slow !== undefined) {
     for (const rank of Object.keys(config.slow).map(Number)) {

@@ -33,7 +33,8 @@ export class Coordinator {
   private readonly peers = new Map<string, PeerInfo>();
   private readonly expected = new Set<string>();
   private readonly queue: ControlEvent[] = [];
-  private waiters: ((e: ControlEvent) => void)[] = [];
+  /** callers of next(), each with the message types it takes, oldest first */
+  private waiters: { types: readonly MsgType[]; take: (e: ControlEvent) => void }[] = [];
   private watchdog: NodeJS.Timeout | null = null;
   private failWith: ((e: Error) => void) | null = null;
   /** rejects with the first fatal error of the run (a peer failed, exited or went silent) */
@@ -96,10 +97,7 @@ export class Coordinator {
           this.fail(new PsError(ErrorCode.PEER_LOST, `${peerName(peer.role, peer.rank)} failed: ${isObject(f) ? String(f.message) : "unknown error"}`));
           continue;
         }
-        const ev: ControlEvent = { peer, header, body, frames: rest };
-        const w = this.waiters.shift();
-        if (w) w(ev);
-        else this.queue.push(ev);
+        this.dispatch({ peer, header, body, frames: rest });
       }
     } catch (err) {
       if (!this.closed) this.fail(err instanceof Error ? err : new Error(String(err)));
@@ -113,9 +111,14 @@ export class Coordinator {
     const key = `${h.role}:${h.rank}`;
     if (!this.expected.has(key)) return;
     this.peers.set(key, { role: h.role, rank: h.rank, pid: h.pid, routingId: Buffer.from(id), lastSeen: Date.now() });
-    this.queue.push({ peer: this.peers.get(key)!, header: makeHeader(MsgType.HELLO), body, frames: [] });
-    const w = this.waiters.shift();
-    if (w) w(this.queue.pop()!);
+    this.dispatch({ peer: this.peers.get(key)!, header: makeHeader(MsgType.HELLO), body, frames: [] });
+  }
+
+  /** Hand an event to the oldest waiter that takes its type, or queue it. */
+  private dispatch(ev: ControlEvent): void {
+    const i = this.waiters.findIndex((w) => w.types.includes(ev.header.type));
+    if (i >= 0) this.waiters.splice(i, 1)[0]!.take(ev);
+    else this.queue.push(ev);
   }
 
   /** Wait for every expected peer's HELLO; the error names the ones that never came. */
@@ -153,27 +156,25 @@ export class Coordinator {
     const i = this.queue.findIndex((e) => types.includes(e.header.type));
     if (i >= 0) return this.queue.splice(i, 1)[0]!;
     if (this.failed) throw this.failed;
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) return null;
-      let waiter: ((e: ControlEvent) => void) | undefined;
-      let timer: NodeJS.Timeout | undefined;
-      const got = await Promise.race([
-        new Promise<ControlEvent | null>((resolve) => {
-          waiter = resolve;
-          this.waiters.push(waiter);
-          timer = setTimeout(() => resolve(null), remaining);
-        }),
-        this.failure,
-      ]).finally(() => {
-        clearTimeout(timer);
-        this.waiters = this.waiters.filter((w) => w !== waiter);
-      });
-      if (got === null) return null;
-      if (types.includes(got.header.type)) return got;
-      this.queue.push(got);
-    }
+    // Several callers may wait at once for different types (the training loop for progress, an
+    // evaluation for a snapshot): each event goes to the oldest waiter that takes its type.
+    const waiter = { types, take: (_: ControlEvent) => undefined as void };
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      new Promise<ControlEvent | null>((resolve) => {
+        waiter.take = resolve;
+        this.waiters.push(waiter);
+        timer = setTimeout(() => {
+          // Leave the list before resolving, so no event can be handed to a finished wait.
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          resolve(null);
+        }, timeoutMs);
+      }),
+      this.failure,
+    ]).finally(() => {
+      clearTimeout(timer);
+      this.waiters = this.waiters.filter((w) => w !== waiter);
+    });
   }
 
   async send(role: Role, rank: number, type: MsgType, body: unknown = null, extra: Buffer[] = []): Promise<void> {

@@ -19,6 +19,27 @@ export interface ConfigMsg {
   ranges: KeyRange[];
   /** steps every worker takes (the same for all, so sync and SSP end together) */
   stepsPerWorker: number;
+  /**
+   * allreduce runs: every worker stops after each global step g = k·evalInterval with
+   * evalBefore(g) (no evaluation in the last half interval), rank 0 sends its weights (SNAPSHOT),
+   * and all wait for the coordinator's RESUME; 0 = never
+   */
+  evalInterval: number;
+}
+
+/** The global steps after which an allreduce run stops for an exact evaluation (see ConfigMsg). */
+export function isEvalStep(g: number, evalInterval: number, totalSteps: number): boolean {
+  return evalInterval > 0 && g > 0 && g % evalInterval === 0 && g < totalSteps - evalInterval / 2;
+}
+
+/** The coordinator's answer to a SNAPSHOT of an allreduce run: go on, or stop here (target reached). */
+export interface ResumeMsg {
+  stop: boolean;
+}
+
+/** Rank 0 of an allreduce run: the weights after global step `step` follow as a float32 frame. */
+export interface SnapshotMsg {
+  step: number;
 }
 
 export interface ReadyMsg {
@@ -29,6 +50,8 @@ export interface ReadyMsg {
 
 export interface MapMsg {
   servers: { shard: number; endpoint: string; range: KeyRange }[];
+  /** allreduce runs: every worker's peer endpoint, by rank */
+  peers?: string[];
 }
 
 /** One worker step as reported to the coordinator. */
@@ -60,6 +83,8 @@ export interface WorkerStats {
   commSeconds: number;
   slowFactor: number;
   stoppedEarly: boolean;
+  /** allreduce runs: sha256 of this worker's final weights (every worker's must be the same) */
+  weightsSha256?: string;
 }
 
 export interface DoneMsg {

@@ -45,7 +45,7 @@ async function main(): Promise<number> {
     control.startHeartbeat(cfg.config.heartbeatMs);
     if (role === "server") await runServer(control, cfg, cfgMsg.frames[1]);
     else {
-      await runWorker(control, cfg);
+      await runWorker(control, cfg, cfgMsg.frames[1]);
       // Stay until the coordinator has read our results and says STOP.
       await control.next([MsgType.STOP], cfg.config.timeoutMs * 4, "STOP");
     }

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
-import type { TrainConfig } from "../config/train-config.js";
+import type { CommName, TrainConfig } from "../config/train-config.js";
 import type { Dataset } from "../data/dataset.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -17,8 +17,9 @@ import { Flag, makeHeader, MsgType } from "../transport/header.js";
 import { PeerClient, type Reply } from "../transport/peer-client.js";
 import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
-import { LocalLauncher } from "./local-launcher.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, WorkerStats } from "./messages.js";
+import { type LauncherFactory, localLauncher } from "./launcher.js";
+import { publishPeerMap } from "../allreduce/rendezvous.js";
+import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, ResumeMsg, SnapshotMsg, WorkerStats } from "./messages.js";
 
 export interface RunHooks {
   /** called at most every ~100 ms with the run's progress (the CLI draws its bar from it) */
@@ -51,7 +52,7 @@ export interface EvalRecord {
 export interface Summary {
   status: "ok";
   mode: string;
-  comm: "ps";
+  comm: CommName;
   workers: number;
   servers: number;
   model: string;
@@ -116,12 +117,18 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
   partitionIndices(dataset.trainY, dataset.trainCount, config.workers, config.partition, config.seed, dataset.task);
   const { backend } = await selectBackend(config.backend);
   const model = createModel(config.model, dataset.inputShape, dataset.numOutputs, dataset.task);
-  if (config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
+  if (config.comm === "allreduce" && config.mode !== "sync") throw badOption(`--comm allreduce needs --mode sync (got ${config.mode})`);
+  if (config.comm === "ps" && config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
   return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount) };
 }
 
+/** How the role processes are started: children on this machine unless a launcher is given (cluster mode). */
+export interface RunOptions {
+  launcher?: LauncherFactory;
+}
+
 /** Run a whole training job on this machine: coordinator here, shards and workers as child processes. */
-export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise<Summary> {
+export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: RunOptions = {}): Promise<Summary> {
   const wall0 = performance.now();
   const { config: cfg, dataset, model } = prep;
   const log = hooks.log ?? (() => undefined);
@@ -129,15 +136,21 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
   const runDir = RunDir.create(out);
-  const ranges = partitionKeys(model.size, cfg.servers);
+  // --comm allreduce: no server shards; the workers reduce among themselves.
+  const allreduce = cfg.comm === "allreduce";
+  const nServers = allreduce ? 0 : cfg.servers;
+  const ranges = allreduce ? [] : partitionKeys(model.size, cfg.servers);
   const totalSteps = prep.stepsPerWorker;
   const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
 
   const coordinator = new Coordinator(runId, cfg.timeoutMs);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
-  const launcher = new LocalLauncher(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
+  const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
   const shardClients: PeerClient[] = [];
   let closeEvaluator = (): void => undefined;
+  const globalBatchSize = cfg.workers * cfg.batchSize;
+  const evalInterval =
+    cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round((dataset.trainCount / globalBatchSize) * (cfg.targetAccuracy !== null ? 0.2 : 1)));
   const cleanup = async () => {
     closeEvaluator();
     for (const c of shardClients) c.close();
@@ -148,7 +161,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
   };
 
   try {
-    for (let k = 0; k < cfg.servers; k++) {
+    for (let k = 0; k < nServers; k++) {
       coordinator.expect("server", k);
       launcher.start("server", k, runDir.logFile(`server-${k}.log`));
     }
@@ -160,19 +173,21 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
     coordinator.startWatchdog(cfg.heartbeatMs, Math.max(cfg.timeoutMs, 5 * cfg.heartbeatMs));
 
     const init = model.init(cfg.seed);
-    const cfgMsg: ConfigMsg = { config, runId, runTag, paramCount: model.size, ranges, stepsPerWorker: totalSteps };
-    for (let k = 0; k < cfg.servers; k++) {
+    const cfgMsg: ConfigMsg = { config, runId, runTag, paramCount: model.size, ranges, stepsPerWorker: totalSteps, evalInterval };
+    for (let k = 0; k < nServers; k++) {
       const r = ranges[k]!;
       await coordinator.send("server", k, MsgType.CONFIG, cfgMsg, [f32Frame(init.subarray(r.start, r.end))]);
     }
-    for (let w = 0; w < cfg.workers; w++) await coordinator.send("worker", w, MsgType.CONFIG, cfgMsg);
+    // allreduce: rank 0 gets the initial weights and broadcasts them to the others.
+    for (let w = 0; w < cfg.workers; w++) await coordinator.send("worker", w, MsgType.CONFIG, cfgMsg, allreduce && w === 0 ? [f32Frame(init)] : []);
 
     const map: MapMsg = { servers: [] };
-    await coordinator.collect(MsgType.READY, cfg.servers, cfg.timeoutMs, (ev) => {
+    if (allreduce) map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
+    await coordinator.collect(MsgType.READY, nServers, cfg.timeoutMs, (ev) => {
       const body = ev.body as ReadyMsg;
       if (ev.peer.role !== "server" || typeof body?.endpoint !== "string") throw new PsError(ErrorCode.PEER_LOST, `unexpected READY from ${ev.peer.role} ${ev.peer.rank}`);
       map.servers.push({ shard: ev.peer.rank, endpoint: body.endpoint, range: ranges[ev.peer.rank]! });
-    }, () => missingOf(cfg.servers, new Set(map.servers.map((s) => s.shard)), "server"));
+    }, () => missingOf(nServers, new Set(map.servers.map((s) => s.shard)), "server"));
     map.servers.sort((a, b) => a.shard - b.shard);
     runDir.writeJson("config.json", {
       ...config,
@@ -181,24 +196,23 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       versions: { psTrain: PKG_VERSION, node: process.version },
       paramCount: model.size,
       stepsPerWorker: totalSteps,
-      cluster: { coordinator: endpoint, servers: map.servers, processes: launcher.pids() },
+      cluster: { coordinator: endpoint, servers: map.servers, ...(map.peers ? { peers: map.peers } : {}), processes: launcher.pids() },
     });
-    await coordinator.broadcast("worker", MsgType.MAP, map);
+    if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
     const readyWorkers = new Set<number>();
     await coordinator.collect(MsgType.READY, cfg.workers, cfg.timeoutMs + 60_000, (ev) => readyWorkers.add(ev.peer.rank), () =>
       missingOf(cfg.workers, readyWorkers, "worker"),
     );
 
     for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
-    const evaluator = new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
+    const evaluator: RunEvaluator = allreduce
+      ? new AllreduceEvaluator(model, dataset, coordinator)
+      : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
     closeEvaluator = () => evaluator.close();
     // Every wait of the coordinator also ends as soon as any process of the run fails.
     const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, coordinator.failure]);
 
     // ---- training ----
-    const globalBatchSize = cfg.workers * cfg.batchSize;
-    const evalInterval =
-      cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round((dataset.trainCount / globalBatchSize) * (cfg.targetAccuracy !== null ? 0.2 : 1)));
     /** no periodic evaluation in the last half interval: the final evaluation follows */
     const periodic = (g: number) => g < totalSteps - evalInterval / 2;
     // Sync runs are evaluated at exact steps: the shards hold every read at the evaluation step,
@@ -270,6 +284,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
       if (ev.header.type === MsgType.DONE) {
         const d = ev.body as DoneMsg;
         if (d.worker) done.set(ev.peer.rank, d.worker);
+        evaluator.onDone(ev);
         continue;
       }
       const pm = ev.body as ProgressMsg;
@@ -366,9 +381,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}): Promise
     const summary: Summary = {
       status: "ok",
       mode: cfg.mode,
-      comm: "ps",
+      comm: cfg.comm,
       workers: cfg.workers,
-      servers: cfg.servers,
+      servers: nServers,
       model: cfg.model,
       dataset: cfg.dataset,
       task: dataset.task,
@@ -425,11 +440,100 @@ function missingOf(n: number, have: Set<number>, role: "server" | "worker"): str
   return out;
 }
 
+/** Where the coordinator gets the weights it evaluates, and how it pauses and stops training. */
+interface RunEvaluator {
+  readonly weights: Float32Array;
+  close(): void;
+  /** the current weights, training paused while they are read (not for exact-step runs) */
+  evaluate(pause: boolean): Promise<{ loss: number; accuracy: number }>;
+  /** hold training at global step g (the first exact evaluation) */
+  holdAt(g: number): Promise<void>;
+  /** the weights at exactly global step g */
+  snapshotAt(g: number, timeoutMs: number): Promise<void>;
+  /** let training go on, to be held again at step g (none when null) */
+  resumeAt(g: number | null): Promise<void>;
+  /** end training here (the target accuracy is reached) */
+  stopShards(): Promise<void>;
+  score(): { loss: number; accuracy: number };
+  /** a worker's DONE message */
+  onDone(ev: ControlEvent): void;
+  shardStats(): Promise<ShardStats[]>;
+}
+
+/**
+ * An allreduce run has no shards: the workers stop by themselves after every evaluation step
+ * (ConfigMsg.evalInterval), rank 0 sends its weights (which equal every other worker's), and the
+ * coordinator's RESUME lets them go on or stop. The final weights come with rank 0's DONE.
+ */
+class AllreduceEvaluator implements RunEvaluator {
+  readonly weights: Float32Array;
+  private haveFinal = false;
+
+  constructor(
+    private readonly model: FlatModel,
+    private readonly dataset: Dataset,
+    private readonly coordinator: Coordinator,
+  ) {
+    this.weights = new Float32Array(model.size);
+  }
+
+  close(): void {}
+
+  private absorb(frame: Buffer | undefined, what: string): void {
+    if (!frame || frame.byteLength !== this.weights.byteLength) {
+      throw new PsError(ErrorCode.BAD_MESSAGE, `worker 0 sent ${frame?.byteLength ?? 0} bytes of weights with ${what}, the model has ${this.weights.byteLength}`);
+    }
+    this.weights.set(f32View(frame));
+  }
+
+  evaluate(): Promise<{ loss: number; accuracy: number }> {
+    if (!this.haveFinal) return Promise.reject(new Error("an allreduce run is evaluated at exact steps and at its end only"));
+    return Promise.resolve(this.score());
+  }
+
+  holdAt(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async snapshotAt(g: number, timeoutMs: number): Promise<void> {
+    const ev = await this.coordinator.next([MsgType.SNAPSHOT], timeoutMs);
+    if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
+    const step = (ev.body as SnapshotMsg | null)?.step;
+    if (ev.peer.rank !== 0 || step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected worker 0's weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
+    this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+  }
+
+  async resumeAt(): Promise<void> {
+    const go: ResumeMsg = { stop: false };
+    await this.coordinator.broadcast("worker", MsgType.RESUME, go);
+  }
+
+  async stopShards(): Promise<void> {
+    const stop: ResumeMsg = { stop: true };
+    await this.coordinator.broadcast("worker", MsgType.RESUME, stop);
+  }
+
+  score(): { loss: number; accuracy: number } {
+    this.model.setWeights(this.weights);
+    return this.model.evaluate(this.dataset.testX, this.dataset.testY, this.dataset.testCount);
+  }
+
+  onDone(ev: ControlEvent): void {
+    if (ev.peer.rank !== 0) return;
+    this.absorb(ev.frames[1], "DONE");
+    this.haveFinal = true;
+  }
+
+  shardStats(): Promise<ShardStats[]> {
+    return Promise.resolve([]);
+  }
+}
+
 /**
  * Reads the model from the shards (pausing training so evaluation time is not counted as
  * training time, as the PyTorch reference script does) and scores it on the test set.
  */
-class Evaluator {
+class Evaluator implements RunEvaluator {
   readonly weights: Float32Array;
   private readonly atClients: PeerClient[];
 
@@ -509,6 +613,8 @@ class Evaluator {
   async stopShards(): Promise<void> {
     await this.all((c) => c.request(this.header(MsgType.STOP)));
   }
+
+  onDone(): void {}
 
   async shardStats(): Promise<ShardStats[]> {
     const replies = await this.all((c) => c.request(this.header(MsgType.STATS)));

@@ -17,6 +17,13 @@ export type BackendName = (typeof BACKENDS)[number];
 export const TRANSPORTS = ["ipc", "tcp"] as const;
 export type TransportName = (typeof TRANSPORTS)[number];
 
+/** How workers exchange gradients: through the parameter-server shards, or allreduce among themselves. */
+export const COMMS = ["ps", "allreduce"] as const;
+export type CommName = (typeof COMMS)[number];
+
+export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling"] as const;
+export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
+
 export interface OptimizerConfig {
   optimizer: OptimizerName;
   lr: number;
@@ -42,6 +49,15 @@ export interface TrainConfig extends OptimizerConfig {
   staleness: number;
   workers: number;
   servers: number;
+  comm: CommName;
+  /** allreduce: auto (doubling up to allreduceSmallBytes, ring above), ring or doubling */
+  allreduceAlgo: AllreduceAlgoName;
+  /** allreduce: the ring's pipelining segment, bytes */
+  allreduceSegmentBytes: number;
+  /** allreduce: largest buffer that `auto` reduces by recursive doubling, bytes */
+  allreduceSmallBytes: number;
+  /** allreduce: cap of one fusion buffer, bytes */
+  fusionBytes: number;
   model: ModelName;
   /** mnist | synthetic | synthetic-linear | PATH to a folder of IDX files */
   dataset: string;
@@ -76,6 +92,11 @@ export const DEFAULTS: TrainConfig = {
   staleness: 3,
   workers: 1,
   servers: 1,
+  comm: "ps",
+  allreduceAlgo: "auto",
+  allreduceSegmentBytes: 1024 * 1024,
+  allreduceSmallBytes: 256 * 1024,
+  fusionBytes: 64 * 1024 * 1024,
   model: "mlp",
   dataset: "mnist",
   partition: "iid",

@@ -2,6 +2,7 @@ import type { KeyRange } from "../ps/key-range.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import { PeerClient } from "../transport/peer-client.js";
+import type { GradientExchange, StepResult } from "./exchange.js";
 
 export interface ShardEndpoint {
   shard: number;
@@ -9,20 +10,14 @@ export interface ShardEndpoint {
   range: KeyRange;
 }
 
-export interface PushPullResult {
-  /** the run is stopping: this was the last step */
-  stopping: boolean;
-  /** max over shards of the staleness the push was applied at */
-  staleness: number;
-  /** some shard held the read back (SSP/sync wait) */
-  waited: boolean;
-}
+/** staleness: the max over shards of the staleness the push was applied at */
+export type PushPullResult = StepResult;
 
 /**
  * A worker's view of the sharded parameter server: one DEALER per shard, and the flat weight
  * vector that replies are copied into (one memcpy per shard; nothing else is allocated per step).
  */
-export class ParameterClient {
+export class ParameterClient implements GradientExchange {
   private readonly clients: PeerClient[];
   /** weights version of each shard that `weights` holds */
   readonly versions: number[];
@@ -69,6 +64,14 @@ export class ParameterClient {
       }),
     );
     return this.absorb(replies);
+  }
+
+  step(clock: number, gradient: Float32Array): Promise<StepResult> {
+    return this.pushPull(clock, gradient);
+  }
+
+  finalFrames(): Buffer[] {
+    return [];
   }
 
   private absorb(replies: Awaited<ReturnType<PeerClient["request"]>>[]): PushPullResult {

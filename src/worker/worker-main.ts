@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
 import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
@@ -6,8 +7,11 @@ import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
 import { selectBackend } from "../model/backend.js";
 import { createModel } from "../model/zoo.js";
+import { f32Frame } from "../transport/frames.js";
 import { MsgType } from "../transport/header.js";
 import { deriveSeed } from "../util/rng.js";
+import { AllreduceExchange } from "./allreduce-exchange.js";
+import type { GradientExchange } from "./exchange.js";
 import { ParameterClient } from "./ps-client.js";
 
 const PROGRESS_EVERY_MS = 100;
@@ -16,7 +20,7 @@ const PROGRESS_EVERY_MS = 100;
  * The worker process: its data shard, the model, and the step loop
  * (weights -> gradient on a batch -> push the gradient and read the next weights).
  */
-export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg): Promise<void> {
+export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initFrame?: Buffer): Promise<void> {
   const cfg = cfgMsg.config;
   const rank = control.rank;
   await selectBackend(cfg.backend);
@@ -28,12 +32,18 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg): Prom
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
   if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
 
-  const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
-  const map = mapMsg.body as MapMsg;
   const weights = new Float32Array(model.size);
   const gradient = new Float32Array(model.size);
-  const ps = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
-  await ps.pull(0);
+  let ps: GradientExchange;
+  if (cfg.comm === "allreduce") {
+    ps = await AllreduceExchange.join(control, cfgMsg, initFrame, weights, gradient, model.params);
+  } else {
+    const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
+    const map = mapMsg.body as MapMsg;
+    const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
+    await client.pull(0);
+    ps = client;
+  }
   await control.send(MsgType.READY, { shardSize: mine.length });
   await control.next([MsgType.START], cfg.timeoutMs, "START");
 
@@ -64,7 +74,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg): Prom
       await sleep((slow - 1) * (c1 - c0));
       c1 = performance.now();
     }
-    const r = await ps.pushPull(step, gradient);
+    const r = await ps.step(step, gradient);
     const c2 = performance.now();
     computeMs += c1 - c0;
     commMs += c2 - c1;
@@ -101,9 +111,12 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg): Prom
       commSeconds: commMs / 1000,
       slowFactor: slow,
       stoppedEarly,
+      ...(cfg.comm === "allreduce" ? { weightsSha256: createHash("sha256").update(f32Frame(weights)).digest("hex") } : {}),
     },
   };
-  await control.send(MsgType.DONE, done);
-  ps.close();
+  await control.send(MsgType.DONE, done, ps.finalFrames());
+  // An allreduce peer group stays open until the process ends (after the coordinator's STOP,
+  // when every worker has finished every collective): a peer that closes early looks lost.
+  if (cfg.comm !== "allreduce") ps.close();
   model.dispose();
 }

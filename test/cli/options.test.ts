@@ -62,6 +62,12 @@ const SAMPLES: Record<string, [string, unknown]> = {
   staleness: ["5", 5],
   workers: ["4", 4],
   servers: ["2", 2],
+  // allreduce would switch the sample's mode to sync; its own tests are below
+  comm: ["ps", "ps"],
+  allreduceAlgo: ["ring", "ring"],
+  allreduceSegmentBytes: ["64KiB", 65536],
+  allreduceSmallBytes: ["4096", 4096],
+  fusionBytes: ["1MiB", 1048576],
   model: ["cnn", "cnn"],
   dataset: ["synthetic", "synthetic"],
   partition: ["dirichlet:0.5", "dirichlet:0.5"],
@@ -154,6 +160,12 @@ describe("cli/options", () => {
 
     it("the explicit train command is the same as the default command", async () => {
       assert.deepEqual(await parseOk(["train", "--workers", "2"]), { ...DEFAULTS, workers: 2 });
+    });
+
+    it("--comm allreduce means sync unless another mode is asked for (which is refused)", async () => {
+      assert.deepEqual(await parseOk(["--comm", "allreduce", "--workers", "8"]), { ...DEFAULTS, comm: "allreduce", mode: "sync", workers: 8 });
+      assert.deepEqual(await parseOk(["--comm", "allreduce", "--mode", "sync"]), { ...DEFAULTS, comm: "allreduce", mode: "sync" });
+      assert.deepEqual(await parseOk([], { PS_TRAIN_COMM: "allreduce", PS_TRAIN_FUSION_BYTES: "16MiB" }), { ...DEFAULTS, comm: "allreduce", mode: "sync", fusionBytes: 16 * 2 ** 20 });
     });
   });
 
@@ -303,6 +315,12 @@ describe("cli/options", () => {
       [["--lr-schedule", "linear"], "--lr-schedule", '"linear"'],
       [["--backend", "tpu"], "--backend", '"tpu"'],
       [["--transport", "udp"], "--transport", '"udp"'],
+      [["--comm", "nccl"], "--comm", '"nccl"'],
+      [["--allreduce-algo", "tree"], "--allreduce-algo", '"tree"'],
+      [["--allreduce-segment-bytes", "3"], "--allreduce-segment-bytes must be a size in bytes >= 4"],
+      [["--allreduce-segment-bytes", "6"], "--allreduce-segment-bytes", "multiple of 4", '(got "6")'],
+      [["--fusion-bytes", "10XB"], "--fusion-bytes", '"10XB"'],
+      [["--comm", "allreduce", "--mode", "async"], "--mode", "--comm allreduce needs --mode sync"],
       [["--log-level", "loud"], "--log-level", '"loud"'],
       [["--progress", "maybe"], "--progress", '"maybe"'],
       [["--mode", "fast", "--mode", "sync"], "--mode", '"fast"'],

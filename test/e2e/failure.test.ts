@@ -33,12 +33,13 @@ function alive(pid: number): boolean {
 describe("a process that dies mid-run", function () {
   this.timeout(120_000);
 
-  for (const [role, rank, name] of [
-    ["worker", 1, /worker 1 \(pid \d+\) was killed by SIGKILL/],
-    ["server", 0, /server shard 0 \(pid \d+\) was killed by SIGKILL|server shard 0/],
+  for (const [comm, role, rank, name] of [
+    ["ps", "worker", 1, /worker 1 \(pid \d+\) was killed by SIGKILL/],
+    ["ps", "server", 0, /server shard 0 \(pid \d+\) was killed by SIGKILL|server shard 0/],
+    ["allreduce", "worker", 1, /worker 1 \(pid \d+\) was killed by SIGKILL|rank 1 disconnected/],
   ] as const) {
-    it(`fails the run with an error naming ${role} ${rank}, and leaves no process behind`, async () => {
-      const cfg = smallConfig({ mode: "sync", workers: 3, servers: 2, epochs: 200, slow: { 0: 2 } });
+    it(`${comm}: fails the run with an error naming ${role} ${rank}, and leaves no process behind`, async () => {
+      const cfg = smallConfig({ mode: "sync", comm, workers: 3, servers: 2, epochs: 200, slow: { 0: 2 } });
       const run = train(cfg);
       const procs = await processesOf(cfg.out);
       await new Promise((r) => setTimeout(r, 1500));

@@ -1,0 +1,58 @@
+/** Helpers shared by the benchmark scripts. */
+import { readFileSync } from "node:fs";
+
+/** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
+export function machineCpu(): { busy: number; total: number } | null {
+  try {
+    const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, x) => a + x, 0);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const hz = 100;
+    return { busy: (total - idle) / hz, total: total / hz };
+  } catch {
+    return null;
+  }
+}
+
+/** Busy fraction of the whole machine over `ms` (NaN without /proc/stat). */
+export async function machineBusy(ms: number): Promise<number> {
+  const a = machineCpu();
+  await new Promise((r) => setTimeout(r, ms));
+  const b = machineCpu();
+  return a && b ? (b.busy - a.busy) / (b.total - a.total || 1) : NaN;
+}
+
+/** Wait (at most `maxMs`) until other processes leave the machine mostly idle. */
+export async function waitQuiet(maxBusy: number, maxMs: number, who = "bench"): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  while (Date.now() < deadline) if (!((await machineBusy(2000)) > maxBusy)) return;
+  process.stderr.write(`${who}:   the machine stayed busy for ${maxMs / 1000} s; measuring anyway\n`);
+}
+
+export function quantiles(xs: number[]): { median: number; min: number; max: number } {
+  const t = [...xs].sort((a, b) => a - b);
+  const mid = t.length >> 1;
+  const median = t.length % 2 ? t[mid]! : (t[mid - 1]! + t[mid]!) / 2;
+  return { median, min: t[0]!, max: t[t.length - 1]! };
+}
+
+export function parseSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|K|M|G)?$/i.exec(s.trim());
+  if (!m) throw new Error(`bad size "${s}" (use e.g. 64KiB, 16MiB)`);
+  const unit = (m[2] ?? "B").toLowerCase()[0];
+  const mult = unit === "k" ? 1024 : unit === "m" ? 1024 ** 2 : unit === "g" ? 1024 ** 3 : 1;
+  const bytes = Math.round(Number(m[1]) * mult);
+  if (bytes < 4 || bytes % 4 !== 0) throw new Error(`size "${s}" must be a positive multiple of 4 bytes (float32)`);
+  return bytes;
+}
+
+export function positiveInts(s: string, what: string): number[] {
+  const xs = s
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean)
+    .map(Number);
+  for (const x of xs) if (!Number.isInteger(x) || x < 1) throw new Error(`--${what}: ${x} is not a positive integer`);
+  return xs;
+}
+

@@ -1,0 +1,336 @@
+import { Pull, Push } from "zeromq";
+import { WireError } from "../transport/header.js";
+import { ErrorCode, PsError } from "../util/errors.js";
+import { AR_HEADER_BYTES, type ArHeader, decodeArHeader, encodeArHeader, Phase, phaseName } from "./wire.js";
+
+export interface PeerGroupOptions {
+  rank: number;
+  size: number;
+  runId: number;
+  /** deadline for any single wait on a peer (a message, a full send queue), in ms */
+  timeoutMs: number;
+  /**
+   * A peer whose connection dropped may still have messages in flight: they are given this long
+   * to arrive before the group fails naming that peer (default min(timeoutMs, 1000)).
+   */
+  lostGraceMs?: number;
+  /** kernel socket buffer (SO_SNDBUF / SO_RCVBUF) of every connection; 0 = the OS default */
+  socketBufferBytes?: number;
+}
+
+/** Where a message belongs: a receiver knows exactly which one it expects next from a peer. */
+export interface Slot {
+  phase: Phase;
+  op: number;
+  step: number;
+  seg: number;
+}
+
+interface Incoming {
+  h: ArHeader;
+  payload: Buffer | null;
+}
+
+interface Waiter {
+  src: number;
+  slot: Slot;
+  resolve: (m: Incoming) => void;
+  reject: (e: Error) => void;
+}
+
+interface StallReport {
+  from: number;
+  waitingOn: number;
+  what: string;
+  verdict?: string | undefined;
+}
+
+function describe(s: Slot): string {
+  return `${phaseName(s.phase)} step ${s.step} segment ${s.seg} of collective #${s.op}`;
+}
+
+/**
+ * One rank's endpoints in a group of peers that exchange tensors directly: a PULL socket that
+ * every peer sends to, and a PUSH socket to each peer. Messages from one peer arrive in the order
+ * it sent them, so each receive names the one message it expects and anything else is a protocol
+ * error. Every wait has a deadline, and a failure names the rank that caused it:
+ * - a peer whose process dies drops its connections: every rank sees the disconnect and fails
+ *   its collective within `lostGraceMs`, naming that rank;
+ * - a peer that stays connected but sends nothing (hung, stopped): a rank whose wait times out
+ *   asks every peer what it is waiting for, and names the ranks that did not answer.
+ */
+export class PeerGroup {
+  readonly rank: number;
+  readonly size: number;
+  readonly runId: number;
+  readonly timeoutMs: number;
+  private readonly lostGraceMs: number;
+  private readonly socketBufferBytes: number;
+  private readonly pull: Pull;
+  private readonly pushes: (Push | null)[];
+  private readonly queues: Incoming[][];
+  private waiter: Waiter | null = null;
+  private readonly gone = new Map<number, number>();
+  private goneTimer: NodeJS.Timeout | null = null;
+  private readonly stalls = new Map<number, StallReport>();
+  private stallSent = false;
+  private readonly hbuf = Buffer.allocUnsafe(AR_HEADER_BYTES);
+  private opCounter = 0;
+  private closed = false;
+  failed: Error | null = null;
+  endpoint = "";
+  bytesSent = 0;
+  bytesReceived = 0;
+  readonly rejected: Record<string, number> = {};
+
+  constructor(opts: PeerGroupOptions) {
+    if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error(`peer group size ${opts.size} must be a positive integer`);
+    if (!Number.isInteger(opts.rank) || opts.rank < 0 || opts.rank >= opts.size) throw new Error(`rank ${opts.rank} is outside the group of ${opts.size}`);
+    this.rank = opts.rank;
+    this.size = opts.size;
+    this.runId = opts.runId;
+    this.timeoutMs = opts.timeoutMs;
+    this.lostGraceMs = opts.lostGraceMs ?? Math.min(opts.timeoutMs, 1000);
+    this.socketBufferBytes = opts.socketBufferBytes ?? 0;
+    this.pull = new Pull({ linger: 0, receiveHighWaterMark: 0, ...(this.socketBufferBytes > 0 ? { receiveBufferSize: this.socketBufferBytes } : {}) });
+    this.pushes = Array.from({ length: opts.size }, () => null);
+    this.queues = Array.from({ length: opts.size }, () => []);
+  }
+
+  /** Bind the receiving socket (`tcp://host:*` binds an ephemeral port); returns the endpoint peers connect to. */
+  async bind(address: string): Promise<string> {
+    await this.pull.bind(address);
+    this.endpoint = this.pull.lastEndpoint ?? address;
+    void this.receiveLoop();
+    return this.endpoint;
+  }
+
+  /** Connect to every peer (endpoints indexed by rank); messages queue until the connection is up. */
+  connect(endpoints: readonly string[]): void {
+    if (endpoints.length !== this.size) throw new Error(`expected ${this.size} peer endpoints, got ${endpoints.length}`);
+    endpoints.forEach((ep, r) => {
+      if (r === this.rank) return;
+      // linger: what was sent before close() still goes out (the last collective's messages).
+      const buffers = this.socketBufferBytes > 0 ? { sendBufferSize: this.socketBufferBytes } : {};
+      const push = new Push({ linger: this.timeoutMs, sendTimeout: this.timeoutMs, sendHighWaterMark: 0, ...buffers });
+      push.events.on("disconnect", () => this.peerGone(r));
+      push.connect(ep);
+      this.pushes[r] = push;
+    });
+  }
+
+  /** The number of the next collective; every rank calls collectives in the same order. */
+  nextOp(): number {
+    return this.opCounter++;
+  }
+
+  async send(dst: number, slot: Slot, payload: Float32Array | Buffer | null): Promise<void> {
+    if (this.failed) throw this.failed;
+    const push = this.pushes[dst];
+    if (!push) throw new Error(`rank ${this.rank}: no connection to rank ${dst}`);
+    const bytes = payload ? payload.byteLength : 0;
+    encodeArHeader({ ...slot, runId: this.runId, src: this.rank, byteLength: bytes }, this.hbuf);
+    // Frames over 128 bytes go out zero-copy: the caller must not change `payload` until the
+    // peer has provably received it (see ring.ts); the header is copied here.
+    const frames: Buffer[] = [this.hbuf];
+    if (payload && bytes > 0) frames.push(payload instanceof Buffer ? payload : Buffer.from(payload.buffer, payload.byteOffset, bytes));
+    try {
+      await push.send(frames);
+    } catch (err) {
+      const e = this.failed ?? new PsError(ErrorCode.TIMEOUT, `rank ${this.rank}: rank ${dst} took no message for ${this.timeoutMs} ms (${describe(slot)}): ${err instanceof Error ? err.message : String(err)}`);
+      this.fail(e);
+      throw e;
+    }
+    this.bytesSent += AR_HEADER_BYTES + bytes;
+  }
+
+  /**
+   * The payload of the message `slot` from `src` (null when it carried none). Rejects when
+   * anything else comes from `src`, when the deadline passes, or when a peer is lost.
+   */
+  recv(src: number, slot: Slot): Promise<Buffer | null> {
+    if (this.failed) return Promise.reject(this.failed);
+    const q = this.queues[src]!;
+    if (q.length > 0) return Promise.resolve(this.take(src, q.shift()!, slot));
+    if (this.waiter) return Promise.reject(new Error(`rank ${this.rank}: a receive is already pending`));
+    return new Promise<Buffer | null>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        this.onTimeout(src, slot).then(reject, reject);
+      }, this.timeoutMs);
+      this.waiter = {
+        src,
+        slot,
+        resolve: (m) => {
+          clearTimeout(timer);
+          this.waiter = null;
+          try {
+            resolve(this.take(src, m, slot));
+          } catch (e) {
+            reject(e as Error);
+          }
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          this.waiter = null;
+          reject(e);
+        },
+      };
+    });
+  }
+
+  private take(src: number, m: Incoming, slot: Slot): Buffer | null {
+    const h = m.h;
+    if (h.phase !== slot.phase || h.op !== slot.op || h.step !== slot.step || h.seg !== slot.seg) {
+      const e = new PsError(
+        ErrorCode.BAD_MESSAGE,
+        `rank ${this.rank}: rank ${src} sent ${describe(h)} where ${describe(slot)} was due (do all ranks call the same collectives in the same order?)`,
+      );
+      this.fail(e);
+      throw e;
+    }
+    return m.payload;
+  }
+
+  /** Dissemination barrier: ceil(log2 N) rounds, every rank returns once all have entered. */
+  async barrier(): Promise<void> {
+    const op = this.nextOp();
+    for (let d = 1, step = 0; d < this.size; d *= 2, step++) {
+      const slot = { phase: Phase.BARRIER, op, step, seg: 0 };
+      await this.send((this.rank + d) % this.size, slot, null);
+      await this.recv((this.rank - d + this.size) % this.size, slot);
+    }
+  }
+
+  fail(err: Error): void {
+    if (this.failed) return;
+    this.failed = err;
+    this.waiter?.reject(err);
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const [head, payload] of this.pull) {
+        let h: ArHeader;
+        try {
+          h = decodeArHeader(head, this.size);
+          if (h.runId !== this.runId) throw new WireError("run-id", `run id ${h.runId}, expected ${this.runId}`);
+          if (h.src === this.rank) throw new WireError("rank", "message claims to come from this rank");
+          if (h.byteLength !== (payload?.byteLength ?? 0)) throw new WireError("payload-length", `payload of ${payload?.byteLength ?? 0} bytes, header says ${h.byteLength}`);
+        } catch (err) {
+          const reason = err instanceof WireError ? err.reason : "malformed";
+          this.rejected[reason] = (this.rejected[reason] ?? 0) + 1;
+          continue;
+        }
+        this.bytesReceived += AR_HEADER_BYTES + h.byteLength;
+        if (h.phase === Phase.STALL) {
+          this.onStall(h, payload);
+          continue;
+        }
+        const m: Incoming = { h, payload: payload && payload.byteLength > 0 ? aligned(payload) : null };
+        const w = this.waiter;
+        if (w && w.src === h.src && this.queues[h.src]!.length === 0) w.resolve(m);
+        else this.queues[h.src]!.push(m);
+      }
+    } catch (err) {
+      if (!this.closed) this.fail(err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private peerGone(r: number): void {
+    if (this.closed || this.gone.has(r)) return;
+    this.gone.set(r, Date.now());
+    this.goneTimer ??= setInterval(() => this.checkGone(), Math.max(10, this.lostGraceMs / 4));
+    this.goneTimer.unref();
+  }
+
+  /** A lost peer fails whatever this rank is waiting for, once its last messages had time to arrive. */
+  private checkGone(): void {
+    if (!this.waiter) return;
+    const now = Date.now();
+    for (const [r, t] of this.gone) {
+      if (now - t < this.lostGraceMs) continue;
+      const w = this.waiter;
+      this.fail(
+        new PsError(
+          ErrorCode.PEER_LOST,
+          `rank ${this.rank}: rank ${r} disconnected (its process exited or its host went away) while this rank was waiting for ${w.src === r ? "it" : `rank ${w.src}`}: ${describe(w.slot)}`,
+        ),
+      );
+      return;
+    }
+  }
+
+  private reportStall(waitingOn: number, slot: Slot, verdict?: string): void {
+    const report: StallReport = { from: this.rank, waitingOn, what: describe(slot), verdict };
+    const body = Buffer.from(JSON.stringify(report));
+    encodeArHeader({ phase: Phase.STALL, op: slot.op, step: 0, seg: 0, runId: this.runId, src: this.rank, byteLength: body.byteLength }, this.hbuf);
+    const frames = [Buffer.from(this.hbuf), body];
+    for (const p of this.pushes) p?.send(frames).catch(() => undefined);
+  }
+
+  private onStall(h: ArHeader, payload: Buffer | undefined): void {
+    let report: StallReport;
+    try {
+      report = JSON.parse(payload?.toString("utf8") ?? "") as StallReport;
+    } catch {
+      this.rejected["json"] = (this.rejected["json"] ?? 0) + 1;
+      return;
+    }
+    report.from = h.src;
+    this.stalls.set(h.src, report);
+    // Another rank's verdict ends this rank's wait with the same explanation.
+    if (report.verdict && this.waiter) {
+      this.fail(new PsError(ErrorCode.PEER_LOST, `rank ${this.rank}: collective aborted by rank ${h.src}: ${report.verdict}`));
+      return;
+    }
+    // Answer once with what this rank waits for, so the asker can tell who is really missing.
+    if (this.waiter && !this.stallSent) {
+      this.stallSent = true;
+      this.reportStall(this.waiter.src, this.waiter.slot);
+    }
+  }
+
+  /** The wait for `src` timed out: find out which ranks are really missing, then fail. */
+  private async onTimeout(src: number, slot: Slot): Promise<Error> {
+    if (this.failed) return this.failed;
+    const waitLine = `no message from rank ${src} for ${this.timeoutMs} ms (${describe(slot)})`;
+    if (this.size > 2) {
+      this.reportStall(src, slot);
+      this.stallSent = true;
+      await new Promise((r) => setTimeout(r, Math.min(this.lostGraceMs, 1000)));
+    }
+    if (this.failed) return this.failed;
+    const answered = new Map(this.stalls);
+    const silent: number[] = [];
+    for (let r = 0; r < this.size; r++) if (r !== this.rank && !answered.has(r)) silent.push(r);
+    let verdict: string;
+    if (this.size <= 2 || silent.length === 0) {
+      verdict = answered.size > 0 ? `${waitLine}; every rank is waiting (${[...answered.values()].map((s) => `${s.from} on ${s.waitingOn}`).join(", ")})` : waitLine;
+    } else {
+      const waiting = [this.rank, ...answered.keys()].sort((a, b) => a - b);
+      verdict = `rank${silent.length > 1 ? "s" : ""} ${silent.join(", ")} sent nothing for ${this.timeoutMs} ms and did not answer (hung or stopped?); rank${waiting.length > 1 ? "s" : ""} ${waiting.join(", ")} were waiting`;
+    }
+    const err = new PsError(ErrorCode.TIMEOUT, `rank ${this.rank}: ${verdict}`);
+    this.reportStall(src, slot, verdict);
+    this.fail(err);
+    return err;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.goneTimer) clearInterval(this.goneTimer);
+    this.waiter?.reject(new Error(`rank ${this.rank}: peer group closed`));
+    for (const p of this.pushes) p?.close();
+    this.pull.close();
+  }
+}
+
+/** libzmq may deliver a frame at any byte offset; float32 views need 4-byte alignment. */
+function aligned(b: Buffer): Buffer {
+  if (b.byteOffset % 4 === 0) return b;
+  const c = Buffer.allocUnsafeSlow(b.byteLength);
+  b.copy(c);
+  return c;
+}

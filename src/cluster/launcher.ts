@@ -1,0 +1,33 @@
+import { LocalLauncher } from "./local-launcher.js";
+import type { Role } from "./messages.js";
+
+/** A role process as the run's config.json records it. */
+export interface LaunchedProcess {
+  role: Role;
+  rank: number;
+  pid: number | undefined;
+  /** cluster mode: the agent that runs it */
+  agent?: string;
+  host?: string;
+}
+
+/**
+ * How the coordinator gets its role processes started: as children on this machine (LocalLauncher)
+ * or as tasks of the agents of a gang (cluster mode, src/cluster/redis/remote-launcher.ts).
+ */
+export interface RoleLauncher {
+  /** start `role` `rank`, connecting to the coordinator; its log goes to `logFile` where it can */
+  start(role: Role, rank: number, logFile: string): void;
+  pids(): LaunchedProcess[];
+  /** wait up to graceMs for every role process to exit after STOP, then kill the rest */
+  stop(graceMs: number): Promise<void>;
+  killAll(): Promise<void>;
+}
+
+/**
+ * Makes the launcher of one run. `onUnexpectedExit` fails the run with an error that names the
+ * process (a role process that exits before it is told to stop, or an agent that is lost).
+ */
+export type LauncherFactory = (coordinatorEndpoint: string, timeoutMs: number, onUnexpectedExit: (err: Error) => void) => RoleLauncher;
+
+export const localLauncher: LauncherFactory = (endpoint, timeoutMs, onUnexpectedExit) => new LocalLauncher(endpoint, timeoutMs, onUnexpectedExit);
