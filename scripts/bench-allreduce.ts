@@ -2,7 +2,8 @@
  * npm run bench:allreduce [-- --workers 2,4,8 --sizes 4KiB,1MiB,16MiB,64MiB --algo auto|ring|doubling[,..]
  *                           --transports ipc,tcp --segment-bytes 262144[,..] --small-bytes 65536
  *                           --seconds 1 | --iters N --warmup auto|N --malloc tuned|default
- *                           --max-foreign 0.15 --timeout-ms 30000]
+ *                           --max-foreign 0.15 --timeout-ms 30000
+ *                           --socket-buffer 0[,B..] --young-gc 16MiB[,0,..] --io-threads 0[,2..]]
  *
  * ps-train's allreduce between real processes: N rank processes join a peer group through the
  * same coordinator rendezvous as a training run (READY with the bound endpoint, MAP with all of
@@ -27,6 +28,7 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Allreducer, type AllreduceAlgo, ALLREDUCE_ALGOS, ALLREDUCE_DEFAULTS } from "../src/allreduce/allreducer.js";
+import { DEFAULT_YOUNG_GC_BYTES } from "../src/allreduce/peer-group.js";
 import { joinPeerGroup, publishPeerMap } from "../src/allreduce/rendezvous.js";
 import { ControlClient } from "../src/cluster/control-client.js";
 import { Coordinator } from "../src/cluster/coordinator.js";
@@ -47,6 +49,8 @@ interface RankConfig {
   segmentBytes: number;
   smallBytes: number;
   socketBufferBytes: number;
+  youngGcBytes: number;
+  ioThreads: number;
   timeoutMs: number;
 }
 
@@ -74,7 +78,7 @@ async function rankMain(rank: number, coordinator: string, timeoutMs: number): P
   const cfg = (await control.hello()).body as RankConfig;
   control.setRunId(cfg.runId);
   control.startHeartbeat(1000);
-  const group = await joinPeerGroup(control, { rank, size: cfg.size, runId: cfg.runId, runTag: cfg.runTag, transport: cfg.transport, timeoutMs: cfg.timeoutMs, socketBufferBytes: cfg.socketBufferBytes });
+  const group = await joinPeerGroup(control, { rank, size: cfg.size, runId: cfg.runId, runTag: cfg.runTag, transport: cfg.transport, timeoutMs: cfg.timeoutMs, socketBufferBytes: cfg.socketBufferBytes, ioThreads: cfg.ioThreads, youngGcBytes: cfg.youngGcBytes });
   const ar = new Allreducer(group, { algo: cfg.algo, segmentBytes: cfg.segmentBytes, smallBytes: cfg.smallBytes });
   const one = new Float32Array(1);
   for (;;) {
@@ -115,13 +119,28 @@ const USAGE = `usage: npm run bench:allreduce -- [--workers 2,4,8] [--sizes 4KiB
                           [--algo auto|ring|doubling[,...]] [--transports ipc,tcp]
                           [--segment-bytes B[,...]] [--small-bytes B] [--seconds 1 | --iters N]
                           [--warmup auto|N] [--malloc tuned|default] [--max-foreign 0.15] [--timeout-ms 30000]
+                          [--socket-buffer 0|B[,...]] [--young-gc B|0[,...]] [--io-threads 0|N[,...]]
+Lists sweep every combination. --socket-buffer: SO_SNDBUF/SO_RCVBUF (0 = OS default);
+--young-gc: minor GC every B received (0 = off); --io-threads: libzmq I/O threads (0 = default context).
 `;
+
+function positiveIntsOrZero(s: string): number[] {
+  return s.split(",").map((x) => {
+    const n = Number(x.trim());
+    if (!Number.isInteger(n) || n < 0) throw new Error(`--io-threads: "${x}" is not a whole number`);
+    return n;
+  });
+}
+
+function sizeOrZero(s: string): number {
+  return s.trim() === "0" ? 0 : parseSize(s);
+}
 
 function warmupFor(bytes: number): number {
   return Math.max(3, Math.min(200, Math.ceil((48 * 2 ** 20) / bytes)));
 }
 
-async function group(o: { transport: TransportName; algo: AllreduceAlgo; segmentBytes: number; socketBufferBytes: number; smallBytes: number; N: number; sizes: number[]; iters: number; warmup: number | "auto"; seconds: number; malloc: string; maxForeign: number; timeoutMs: number }): Promise<void> {
+async function group(o: { transport: TransportName; algo: AllreduceAlgo; segmentBytes: number; socketBufferBytes: number; youngGcBytes: number; ioThreads: number; smallBytes: number; N: number; sizes: number[]; iters: number; warmup: number | "auto"; seconds: number; malloc: string; maxForeign: number; timeoutMs: number }): Promise<void> {
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `bench-ar-${process.pid}-${runId.toString(16)}`;
   const coord = new Coordinator(runId, o.timeoutMs);
@@ -146,7 +165,7 @@ async function group(o: { transport: TransportName; algo: AllreduceAlgo; segment
     }
     await coord.waitForHellos();
     coord.startWatchdog(1000, o.timeoutMs);
-    const cfg: RankConfig = { runId, runTag, size: o.N, transport: o.transport, algo: o.algo, segmentBytes: o.segmentBytes, smallBytes: o.smallBytes, socketBufferBytes: o.socketBufferBytes, timeoutMs: o.timeoutMs };
+    const cfg: RankConfig = { runId, runTag, size: o.N, transport: o.transport, algo: o.algo, segmentBytes: o.segmentBytes, smallBytes: o.smallBytes, socketBufferBytes: o.socketBufferBytes, youngGcBytes: o.youngGcBytes, ioThreads: o.ioThreads, timeoutMs: o.timeoutMs };
     await coord.broadcast("worker", MsgType.CONFIG, cfg);
     await publishPeerMap(coord, o.N, o.timeoutMs);
     for (const bytes of o.sizes) {
@@ -176,6 +195,8 @@ async function group(o: { transport: TransportName; algo: AllreduceAlgo; segment
         size_bytes: bytes,
         segmentBytes: o.segmentBytes,
         socketBufferBytes: o.socketBufferBytes,
+        youngGcBytes: o.youngGcBytes,
+        ioThreads: o.ioThreads,
         medianSeconds: q.median,
         minSeconds: q.min,
         maxSeconds: q.max,
@@ -219,6 +240,8 @@ async function driver(): Promise<void> {
       "segment-bytes": { type: "string", default: String(ALLREDUCE_DEFAULTS.segmentBytes) },
       "small-bytes": { type: "string", default: String(ALLREDUCE_DEFAULTS.smallBytes) },
       "socket-buffer": { type: "string", default: "0" },
+      "io-threads": { type: "string", default: "0" },
+      "young-gc": { type: "string", default: String(DEFAULT_YOUNG_GC_BYTES) },
       seconds: { type: "string", default: "1" },
       iters: { type: "string", default: "0" },
       warmup: { type: "string", default: "auto" },
@@ -251,9 +274,11 @@ async function driver(): Promise<void> {
   for (const transport of transports)
     for (const algo of algos)
       for (const segmentBytes of segments)
-        for (const socketBufferBytes of values["socket-buffer"].split(",").map((b) => (b.trim() === "0" ? 0 : parseSize(b))))
-        for (const N of workers)
-          await group({ transport, algo, segmentBytes, socketBufferBytes, smallBytes, N, sizes, iters, warmup, seconds, malloc: values.malloc, maxForeign: Number(values["max-foreign"]), timeoutMs: Number(values["timeout-ms"]) });
+        for (const socketBufferBytes of values["socket-buffer"].split(",").map(sizeOrZero))
+          for (const youngGcBytes of values["young-gc"].split(",").map(sizeOrZero))
+            for (const N of workers)
+              for (const ioThreads of positiveIntsOrZero(values["io-threads"]))
+                await group({ transport, algo, segmentBytes, socketBufferBytes, youngGcBytes, ioThreads, smallBytes, N, sizes, iters, warmup, seconds, malloc: values.malloc, maxForeign: Number(values["max-foreign"]), timeoutMs: Number(values["timeout-ms"]) });
 }
 
 const rankArg = process.argv.indexOf("--rank");

@@ -53,6 +53,7 @@ export async function doublingAllreduce(g: PeerGroup, buf: Float32Array, op: Red
       const pv = vr ^ d;
       const peer = pv < extra ? pv * 2 + 1 : pv + extra;
       const slot = { phase: Phase.DOUBLING, op: opId, step, seg: 0 };
+      g.collectGarbage();
       await g.send(peer, slot, copyOf(buf));
       addInto(buf, take(await g.recv(peer, slot), peer));
     }

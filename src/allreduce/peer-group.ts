@@ -1,6 +1,7 @@
-import { Pull, Push } from "zeromq";
+import { Context, Pull, Push } from "zeromq";
 import { WireError } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
+import { ReceiveCollector } from "../transport/young-gc.js";
 import { AR_HEADER_BYTES, type ArHeader, decodeArHeader, encodeArHeader, Phase, phaseName } from "./wire.js";
 
 export interface PeerGroupOptions {
@@ -16,7 +17,14 @@ export interface PeerGroupOptions {
   lostGraceMs?: number;
   /** kernel socket buffer (SO_SNDBUF / SO_RCVBUF) of every connection; 0 = the OS default */
   socketBufferBytes?: number;
+  /** libzmq I/O threads of this group's own context (0: share the process's default context) */
+  ioThreads?: number;
+  /** a minor GC after every this many bytes received, to free libzmq's buffers young (transport/young-gc.ts); 0 = off */
+  youngGcBytes?: number;
 }
+
+/** Measured by bench:allreduce --young-gc: 16 MiB between minor GCs (see transport/young-gc.ts). */
+export const DEFAULT_YOUNG_GC_BYTES = 16 * 1024 * 1024;
 
 /** Where a message belongs: a receiver knows exactly which one it expects next from a peer. */
 export interface Slot {
@@ -66,6 +74,8 @@ export class PeerGroup {
   readonly timeoutMs: number;
   private readonly lostGraceMs: number;
   private readonly socketBufferBytes: number;
+  private readonly context: Context | undefined;
+  private readonly collector: ReceiveCollector;
   private readonly pull: Pull;
   private readonly pushes: (Push | null)[];
   private readonly queues: Incoming[][];
@@ -76,6 +86,7 @@ export class PeerGroup {
   private stallSent = false;
   private readonly hbuf = Buffer.allocUnsafe(AR_HEADER_BYTES);
   private opCounter = 0;
+  private collectedAt = 0;
   private closed = false;
   failed: Error | null = null;
   endpoint = "";
@@ -92,7 +103,9 @@ export class PeerGroup {
     this.timeoutMs = opts.timeoutMs;
     this.lostGraceMs = opts.lostGraceMs ?? Math.min(opts.timeoutMs, 1000);
     this.socketBufferBytes = opts.socketBufferBytes ?? 0;
-    this.pull = new Pull({ linger: 0, receiveHighWaterMark: 0, ...(this.socketBufferBytes > 0 ? { receiveBufferSize: this.socketBufferBytes } : {}) });
+    this.collector = new ReceiveCollector(opts.youngGcBytes ?? DEFAULT_YOUNG_GC_BYTES);
+    this.context = opts.ioThreads ? new Context({ ioThreads: opts.ioThreads }) : undefined;
+    this.pull = new Pull({ ...(this.context ? { context: this.context } : {}), linger: 0, receiveHighWaterMark: 0, ...(this.socketBufferBytes > 0 ? { receiveBufferSize: this.socketBufferBytes } : {}) });
     this.pushes = Array.from({ length: opts.size }, () => null);
     this.queues = Array.from({ length: opts.size }, () => []);
   }
@@ -112,7 +125,7 @@ export class PeerGroup {
       if (r === this.rank) return;
       // linger: what was sent before close() still goes out (the last collective's messages).
       const buffers = this.socketBufferBytes > 0 ? { sendBufferSize: this.socketBufferBytes } : {};
-      const push = new Push({ linger: this.timeoutMs, sendTimeout: this.timeoutMs, sendHighWaterMark: 0, ...buffers });
+      const push = new Push({ ...(this.context ? { context: this.context } : {}), linger: this.timeoutMs, sendTimeout: this.timeoutMs, sendHighWaterMark: 0, ...buffers });
       push.events.on("disconnect", () => this.peerGone(r));
       push.connect(ep);
       this.pushes[r] = push;
@@ -177,6 +190,19 @@ export class PeerGroup {
         },
       };
     });
+  }
+
+  /**
+   * Called by a collective between messages: frees received buffers that are no longer used
+   * (a minor GC every youngGcBytes received). Not inside recv(): the last buffer must be dead.
+   */
+  collectGarbage(): void {
+    this.collector.note(this.bytesReceived - this.collectedAt);
+    this.collectedAt = this.bytesReceived;
+  }
+
+  get youngCollections(): number {
+    return this.collector.collections;
   }
 
   private take(src: number, m: Incoming, slot: Slot): Buffer | null {

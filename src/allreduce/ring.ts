@@ -23,6 +23,9 @@ export function chunkStart(c: number, n: number, N: number): number {
  * Every chunk is reduced once, by a fixed chain of ranks, and then copied everywhere, so every
  * rank ends with the same bits. Any length works (chunks may be empty when n < N).
  *
+ * Received buffers are garbage as soon as they are forwarded and copied; the group frees them
+ * young between segments (PeerGroup.collectGarbage).
+ *
  * Zero-copy sends and `buf`: the only sends from `buf` are the reduce-scatter's first step
  * (chunk r). Chunk r is next written by the all-gather with a value that was computed after the
  * next rank received it, and the collective returns only after that, so neither this function
@@ -60,6 +63,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
     for (let j = 0, m = nsegs(c); j < m; j++) {
       const a = lo(c, j);
       const b = hi(c, j);
+      g.collectGarbage();
       const p = await g.recv(prev, { phase: Phase.REDUCE_SCATTER, op: opId, step: k, seg: j });
       const v = expectLength(p, b - a, prev);
       addInto(v, buf.subarray(a, b));
@@ -79,6 +83,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
     for (let j = 0, m = nsegs(c); j < m; j++) {
       const a = lo(c, j);
       const b = hi(c, j);
+      g.collectGarbage();
       const p = await g.recv(prev, { phase: Phase.ALL_GATHER, op: opId, step: k, seg: j });
       const v = expectLength(p, b - a, prev);
       if (k < N - 2) await g.send(next, { phase: Phase.ALL_GATHER, op: opId, step: k + 1, seg: j }, p);
