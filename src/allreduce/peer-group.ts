@@ -1,7 +1,7 @@
 import { Context, Pull, Push } from "zeromq";
 import { WireError } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
-import { ReceiveCollector } from "../transport/young-gc.js";
+import { ReceiveCollector, YOUNG_GC_BYTES } from "../transport/young-gc.js";
 import { AR_HEADER_BYTES, type ArHeader, decodeArHeader, encodeArHeader, Phase, phaseName } from "./wire.js";
 
 export interface PeerGroupOptions {
@@ -24,7 +24,7 @@ export interface PeerGroupOptions {
 }
 
 /** Measured by bench:allreduce --young-gc: 16 MiB between minor GCs (see transport/young-gc.ts). */
-export const DEFAULT_YOUNG_GC_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_YOUNG_GC_BYTES = YOUNG_GC_BYTES;
 
 /** Where a message belongs: a receiver knows exactly which one it expects next from a peer. */
 export interface Slot {

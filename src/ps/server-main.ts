@@ -4,6 +4,7 @@ import type { ConfigMsg } from "../cluster/messages.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
 import { f32View } from "../transport/frames.js";
+import { processCollector } from "../transport/young-gc.js";
 import { encodeHeader, MsgType } from "../transport/header.js";
 import { ServerShard } from "./server-shard.js";
 
@@ -53,5 +54,8 @@ export async function serveShard(router: Router, shard: ServerShard): Promise<vo
     if (from === undefined) continue;
     const out = shard.handle(from, frames);
     for (const o of out) await router.send([o.to, encodeHeader(o.header), ...o.frames]);
+    let got = 0;
+    for (const f of frames) got += f.byteLength;
+    processCollector.note(got);
   }
 }

@@ -1,5 +1,6 @@
 import { Dealer } from "zeromq";
 import { ErrorCode, PsError } from "../util/errors.js";
+import { processCollector } from "./young-gc.js";
 import { decodeHeader, encodeHeader, type Header, HEADER_BYTES, MsgType, typeName } from "./header.js";
 
 /** The peer answered with an ERROR message. */
@@ -31,6 +32,7 @@ export class PeerClient {
   private readonly headerBuf = Buffer.allocUnsafe(HEADER_BYTES);
   bytesSent = 0;
   bytesReceived = 0;
+  private collectedAt = 0;
 
   constructor(
     /** names the peer in errors: "server shard 1 (ipc://...)" */
@@ -46,6 +48,9 @@ export class PeerClient {
     if (this.busy) throw new Error(`PeerClient(${this.peerName}): a request is already in flight`);
     this.busy = true;
     try {
+      // The previous reply has been copied out by now: free it young (see young-gc.ts).
+      processCollector.note(this.bytesReceived - this.collectedAt);
+      this.collectedAt = this.bytesReceived;
       header.seq = ++this.seq >>> 0;
       // zeromq.js copies frames of <= 128 bytes at send time, so reusing headerBuf is safe.
       encodeHeader(header, this.headerBuf);

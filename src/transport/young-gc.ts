@@ -10,7 +10,7 @@ import { runInNewContext } from "node:vm";
  * the tiny young generation, ~0.2 ms) frees them before they add up to a full one.
  *
  * `ReceiveCollector` runs one after every `everyBytes` received. bench:allreduce --young-gc 0
- * measures the difference side by side.
+ * measures the difference side by side; PS_TRAIN_YOUNG_GC_BYTES sets the default (0 = off).
  */
 let scavenge: ((opts: { type: "minor" }) => void) | null | undefined;
 
@@ -45,3 +45,15 @@ export class ReceiveCollector {
     }
   }
 }
+
+function defaultEveryBytes(): number {
+  const env = process.env["PS_TRAIN_YOUNG_GC_BYTES"];
+  const n = env === undefined || env.trim() === "" ? NaN : Number(env);
+  return Number.isInteger(n) && n >= 0 ? n : 16 * 1024 * 1024;
+}
+
+/** Bytes between minor GCs unless a component is told otherwise: 16 MiB, or PS_TRAIN_YOUNG_GC_BYTES. */
+export const YOUNG_GC_BYTES = defaultEveryBytes();
+
+/** The collector of this process's parameter-server traffic (worker replies, shard requests). */
+export const processCollector = new ReceiveCollector(YOUNG_GC_BYTES);
