@@ -1,16 +1,17 @@
 /**
- * npm run bench:train [-- --modes sync,async,ssp --workers 1,2,4,8 --epochs 3 --target 0.97 ...]
+ * npm run bench:train [-- --modes sync,async,ssp --workers 1,2,4,8 --comms ps,allreduce --epochs 3 --target 0.97 ...]
  *
  * Samples/s and seconds-to-target test accuracy of ps-train on the MNIST MLP, for each mode and
  * worker count, beside plain single-process training with the same backend, batch, gradient
  * code and optimizer (so the ratio is the cost of the parameter server). One JSON line per run
  * on stdout; progress on stderr. Figures are read from each run's summary.json.
+ * `--comms ps,allreduce` adds allreduce runs (sync only, no servers) beside the parameter server.
  */
 import { parseArgs } from "node:util";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DEFAULTS, type ModeName, type ModelName, type OptimizerName, type TrainConfig } from "../src/config/train-config.js";
+import { type CommName, DEFAULTS, type ModeName, type ModelName, type OptimizerName, type TrainConfig } from "../src/config/train-config.js";
 import { prepareRun, runLocal } from "../src/cluster/train-run.js";
 import { ShardBatcher } from "../src/data/batcher.js";
 import { loadDataset } from "../src/data/load.js";
@@ -24,6 +25,7 @@ import { deriveSeed } from "../src/util/rng.js";
 const { values: opt } = parseArgs({
   options: {
     modes: { type: "string", default: "sync,async,ssp" },
+    comms: { type: "string", default: "ps" },
     workers: { type: "string", default: "1,2,4,8" },
     servers: { type: "string", default: "1" },
     epochs: { type: "string", default: "3" },
@@ -139,39 +141,46 @@ async function main(): Promise<void> {
       emit(p);
     }
     for (const workers of list(opt.workers).map(Number)) {
-      for (const servers of list(opt.servers).map(Number)) {
-        for (const mode of list(opt.modes) as ModeName[]) {
-          const cfg: TrainConfig = { ...base, mode, workers, servers, out: join(root, `${mode}-w${workers}-s${servers}`) };
-          note(`${mode} workers=${workers} servers=${servers}`);
-          const s = await runLocal(await prepareRun(cfg));
-          emit({
-            bench: "train",
-            impl: "ps-train",
-            mode,
-            staleness: mode === "ssp" ? cfg.staleness : undefined,
-            workers,
-            servers,
-            transport: cfg.transport,
-            model: cfg.model,
-            backend: s.backend,
-            batch: cfg.batchSize,
-            optimizer: cfg.optimizer,
-            lr: cfg.lr,
-            steps: s.steps,
-            samples_per_s: s.samplesPerSecond,
-            ratio_to_plain: plainRate ? s.samplesPerSecond / plainRate : null,
-            train_s: s.trainSeconds,
-            wall_s: s.wallSeconds,
-            time_to_target_s: s.timeToTargetSeconds,
-            target: cfg.targetAccuracy,
-            test_accuracy: s.testAccuracy,
-            epochs: s.epochsCompleted,
-            staleness_mean: s.staleness.mean,
-            staleness_max: s.staleness.max,
-            worker_compute_s: s.workerComputeSeconds,
-            worker_comm_s: s.workerCommSeconds,
-          });
-        }
+      // allreduce runs are sync only and have no servers to vary
+      const runs: { comm: CommName; mode: ModeName; servers: number }[] = [];
+      for (const comm of list(opt.comms) as CommName[]) {
+        if (comm !== "ps" && comm !== "allreduce") throw new Error(`--comms: "${comm}" is not ps or allreduce`);
+        if (comm === "allreduce") runs.push({ comm, mode: "sync", servers: 0 });
+        else for (const servers of list(opt.servers).map(Number)) for (const mode of list(opt.modes) as ModeName[]) runs.push({ comm, mode, servers });
+      }
+      for (const { comm, mode, servers } of runs) {
+        const cfg: TrainConfig = { ...base, mode, comm, workers, servers: Math.max(1, servers), out: join(root, `${comm}-${mode}-w${workers}-s${servers}`) };
+        note(`${comm} ${mode} workers=${workers} servers=${servers}`);
+        const s = await runLocal(await prepareRun(cfg));
+        emit({
+          bench: "train",
+          impl: "ps-train",
+          comm,
+          mode,
+          staleness: mode === "ssp" ? cfg.staleness : undefined,
+          workers,
+          servers: s.servers,
+          transport: cfg.transport,
+          model: cfg.model,
+          backend: s.backend,
+          batch: cfg.batchSize,
+          optimizer: cfg.optimizer,
+          lr: cfg.lr,
+          steps: s.steps,
+          samples_per_s: s.samplesPerSecond,
+          ratio_to_plain: plainRate ? s.samplesPerSecond / plainRate : null,
+          train_s: s.trainSeconds,
+          wall_s: s.wallSeconds,
+          time_to_target_s: s.timeToTargetSeconds,
+          target: cfg.targetAccuracy,
+          test_accuracy: s.testAccuracy,
+          epochs: s.epochsCompleted,
+          staleness_mean: s.staleness.mean,
+          staleness_max: s.staleness.max,
+          worker_compute_s: s.workerComputeSeconds,
+          worker_comm_s: s.workerCommSeconds,
+          bytes_per_step: s.steps > 0 ? (s.bytesSent + s.bytesReceived) / s.steps : 0,
+        });
       }
     }
   } finally {
