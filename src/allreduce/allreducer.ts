@@ -1,5 +1,6 @@
 import { broadcast } from "./broadcast.js";
 import { doublingAllreduce } from "./doubling.js";
+import { halvingDoublingAllreduce } from "./halving-doubling.js";
 import type { PeerGroup } from "./peer-group.js";
 import { type ReduceOp, ringAllreduce } from "./ring.js";
 
@@ -38,7 +39,7 @@ export class Allreducer {
   readonly opts: AllreduceOptions;
   private fusion: Float32Array | null = null;
   /** collectives run, by algorithm */
-  readonly calls: Record<"ring" | "doubling", number> = { ring: 0, doubling: 0 };
+  readonly calls: Record<Exclude<AllreduceAlgo, "auto">, number> = { ring: 0, doubling: 0, "halving-doubling": 0 };
 
   constructor(
     readonly group: PeerGroup,
@@ -50,7 +51,7 @@ export class Allreducer {
   }
 
   /** Which algorithm `allreduce` uses for a buffer of `bytes`. */
-  algoFor(bytes: number): "ring" | "doubling" {
+  algoFor(bytes: number): Exclude<AllreduceAlgo, "auto"> {
     if (this.opts.algo !== "auto") return this.opts.algo;
     return bytes <= this.opts.smallBytes ? "doubling" : "ring";
   }
@@ -60,6 +61,7 @@ export class Allreducer {
     const algo = this.algoFor(buf.byteLength);
     this.calls[algo]++;
     if (algo === "doubling") await doublingAllreduce(this.group, buf, op);
+    else if (algo === "halving-doubling") await halvingDoublingAllreduce(this.group, buf, op);
     else await ringAllreduce(this.group, buf, op, Math.max(1, Math.floor(this.opts.segmentBytes / 4)));
   }
 

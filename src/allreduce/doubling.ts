@@ -1,15 +1,9 @@
+import { copyOf } from "./halving-doubling.js";
 import type { PeerGroup } from "./peer-group.js";
 import { addInto, divideBy, f32Of } from "./reduce.js";
 import type { ReduceOp } from "./ring.js";
 import { Phase } from "./wire.js";
 import { ErrorCode, PsError } from "../util/errors.js";
-
-/** A copy of `a` as a Buffer, for sending while `a` goes on changing. */
-function copyOf(a: Float32Array): Buffer {
-  const b = Buffer.allocUnsafe(a.byteLength);
-  b.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-  return b;
-}
 
 /**
  * Recursive doubling (Thakur, Rabenseifner & Gropp 2005): log2(N) rounds in which rank pairs

@@ -310,7 +310,7 @@ const FIELDS: FieldTable = {
   },
   allreduceAlgo: {
     group: "Parallelism",
-    describe: "--comm allreduce: auto (recursive doubling up to --allreduce-small-bytes, ring above), ring or doubling",
+    describe: "--comm allreduce: auto (recursive doubling up to --allreduce-small-bytes, ring above), ring, doubling or halving-doubling (Rabenseifner)",
     type: "string",
     choices: ALLREDUCE_ALGO_NAMES,
     parse: choice(ALLREDUCE_ALGO_NAMES),

@@ -21,7 +21,7 @@ export type TransportName = (typeof TRANSPORTS)[number];
 export const COMMS = ["ps", "allreduce"] as const;
 export type CommName = (typeof COMMS)[number];
 
-export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling"] as const;
+export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling", "halving-doubling"] as const;
 export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
 
 export interface OptimizerConfig {
