@@ -1,16 +1,12 @@
 #!/usr/bin/env node
-import { pino, type Logger } from "pino";
-import pretty from "pino-pretty";
 import type { TrainConfig } from "../config/train-config.js";
 import { prepareRun, runLocal, type Summary } from "../cluster/train-run.js";
 import { errorLine, PsError } from "../util/errors.js";
+import { addClusterCommands, clusterHandlers } from "./cluster-commands.js";
+import { makeLogger } from "./logger.js";
 import { buildParser } from "./options.js";
 import { ProgressBar } from "./progress-bar.js";
-
-function makeLogger(level: string): Logger {
-  if (process.stderr.isTTY) return pino({ level }, pretty({ destination: 2, colorize: true, sync: true, singleLine: true }));
-  return pino({ level }, pino.destination({ dest: 2, sync: true }));
-}
+import { summaryLine } from "./summary-line.js";
 
 async function train(config: TrainConfig): Promise<void> {
   const log = makeLogger(config.logLevel);
@@ -46,18 +42,12 @@ async function train(config: TrainConfig): Promise<void> {
     },
     "run finished",
   );
-  process.stdout.write(
-    (summary.task === "classification" ? `test accuracy ${(summary.testAccuracy * 100).toFixed(2)}%  loss ${summary.testLoss.toFixed(4)}  ` : `test loss (MSE) ${summary.testLoss.toPrecision(4)}  `) +
-      `train ${summary.trainSeconds.toFixed(2)} s  ${Math.round(summary.samplesPerSecond)} samples/s  ` +
-      `staleness mean ${summary.staleness.mean.toFixed(2)} max ${summary.staleness.max}` +
-      (summary.targetAccuracy !== null ? `  time to ${summary.targetAccuracy}: ${summary.timeToTargetSeconds === null ? "not reached" : summary.timeToTargetSeconds.toFixed(2) + " s"}` : "") +
-      "\n",
-  );
+  process.stdout.write(`${summaryLine(summary)}\n`);
 }
 
 async function main(argv: string[]): Promise<number> {
   try {
-    await buildParser(argv, { train }).parseAsync();
+    await addClusterCommands(buildParser(argv, { train }), clusterHandlers).parseAsync();
     return 0;
   } catch (err) {
     process.stderr.write(errorLine(err) + "\n");

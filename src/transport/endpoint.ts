@@ -11,7 +11,16 @@ export function ipcDir(runTag: string): string {
   return join(tmpdir(), `ps-train-${runTag}`);
 }
 
-export function bindAddress(transport: TransportName, runTag: string, name: string, host = "127.0.0.1"): string {
+/**
+ * The tcp host a process binds (and so advertises, as the endpoint read back from its socket):
+ * loopback, unless PS_TRAIN_BIND_HOST names this machine's address (a cluster agent sets it to
+ * its pod IP for the role processes it starts, so peers on other machines can connect).
+ */
+export function defaultBindHost(): string {
+  return process.env["PS_TRAIN_BIND_HOST"] || "127.0.0.1";
+}
+
+export function bindAddress(transport: TransportName, runTag: string, name: string, host = defaultBindHost()): string {
   if (transport === "tcp") return `tcp://${host}:*`;
   const dir = ipcDir(runTag);
   mkdirSync(dir, { recursive: true, mode: 0o700 });

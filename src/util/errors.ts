@@ -13,6 +13,11 @@ export const ErrorCode = {
   PROCESS_EXIT: "PS_ERR_PROCESS_EXIT",
   BACKEND: "PS_ERR_BACKEND",
   DIVERGED: "PS_ERR_DIVERGED",
+  /** cluster mode: Redis unreachable, or an unknown job id */
+  REDIS: "PS_ERR_REDIS",
+  NO_JOB: "PS_ERR_NO_JOB",
+  /** cluster mode: the job ended failed or cancelled (`submit --wait`) */
+  JOB_FAILED: "PS_ERR_JOB_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -23,6 +28,7 @@ const USAGE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   ErrorCode.MODEL_SHAPE,
   ErrorCode.OUT_DIR,
   ErrorCode.BACKEND,
+  ErrorCode.NO_JOB,
 ]);
 
 export class PsError extends Error {

@@ -1,0 +1,15 @@
+import type { Summary } from "../cluster/train-run.js";
+
+/** The one line a finished run prints on stdout (local runs and `submit --wait` alike). */
+export function summaryLine(summary: Summary): string {
+  return (
+    (summary.task === "classification"
+      ? `test accuracy ${(summary.testAccuracy * 100).toFixed(2)}%  loss ${summary.testLoss.toFixed(4)}  `
+      : `test loss (MSE) ${summary.testLoss.toPrecision(4)}  `) +
+    `train ${summary.trainSeconds.toFixed(2)} s  ${Math.round(summary.samplesPerSecond)} samples/s  ` +
+    `staleness mean ${summary.staleness.mean.toFixed(2)} max ${summary.staleness.max}` +
+    (summary.targetAccuracy !== null
+      ? `  time to ${summary.targetAccuracy}: ${summary.timeToTargetSeconds === null ? "not reached" : summary.timeToTargetSeconds.toFixed(2) + " s"}`
+      : "")
+  );
+}
