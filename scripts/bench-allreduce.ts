@@ -3,7 +3,7 @@
  *                           --transports ipc,tcp --segment-bytes 262144[,..] --small-bytes 65536
  *                           --seconds 1 | --iters N --warmup auto|N --malloc tuned|default
  *                           --max-foreign 0.15 --timeout-ms 30000
- *                           --socket-buffer 0[,B..] --young-gc 16MiB[,0,..] --io-threads 0[,2..]]
+ *                           --socket-buffer 0[,B..] --young-gc 16MiB[,0,..] --io-threads 2[,0,..]]
  *
  * ps-train's allreduce between real processes: N rank processes join a peer group through the
  * same coordinator rendezvous as a training run (READY with the bound endpoint, MAP with all of
@@ -28,7 +28,7 @@ import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Allreducer, type AllreduceAlgo, ALLREDUCE_ALGOS, ALLREDUCE_DEFAULTS } from "../src/allreduce/allreducer.js";
-import { DEFAULT_YOUNG_GC_BYTES } from "../src/allreduce/peer-group.js";
+import { DEFAULT_IO_THREADS, DEFAULT_YOUNG_GC_BYTES } from "../src/allreduce/peer-group.js";
 import { joinPeerGroup, publishPeerMap } from "../src/allreduce/rendezvous.js";
 import { ControlClient } from "../src/cluster/control-client.js";
 import { Coordinator } from "../src/cluster/coordinator.js";
@@ -119,9 +119,9 @@ const USAGE = `usage: npm run bench:allreduce -- [--workers 2,4,8] [--sizes 4KiB
                           [--algo auto|ring|doubling[,...]] [--transports ipc,tcp]
                           [--segment-bytes B[,...]] [--small-bytes B] [--seconds 1 | --iters N]
                           [--warmup auto|N] [--malloc tuned|default] [--max-foreign 0.15] [--timeout-ms 30000]
-                          [--socket-buffer 0|B[,...]] [--young-gc B|0[,...]] [--io-threads 0|N[,...]]
+                          [--socket-buffer 0|B[,...]] [--young-gc B|0[,...]] [--io-threads 2|N[,...]]
 Lists sweep every combination. --socket-buffer: SO_SNDBUF/SO_RCVBUF (0 = OS default);
---young-gc: minor GC every B received (0 = off); --io-threads: libzmq I/O threads (0 = default context).
+--young-gc: minor GC every B received (0 = off); --io-threads: libzmq I/O threads of the group's context (0 = the process's default context).
 `;
 
 function positiveIntsOrZero(s: string): number[] {
@@ -240,7 +240,7 @@ async function driver(): Promise<void> {
       "segment-bytes": { type: "string", default: String(ALLREDUCE_DEFAULTS.segmentBytes) },
       "small-bytes": { type: "string", default: String(ALLREDUCE_DEFAULTS.smallBytes) },
       "socket-buffer": { type: "string", default: "0" },
-      "io-threads": { type: "string", default: "0" },
+      "io-threads": { type: "string", default: String(DEFAULT_IO_THREADS) },
       "young-gc": { type: "string", default: String(DEFAULT_YOUNG_GC_BYTES) },
       seconds: { type: "string", default: "1" },
       iters: { type: "string", default: "0" },
