@@ -1,15 +1,8 @@
 import type { PeerGroup } from "./peer-group.js";
-import { addInto, divideBy, f32Of } from "./reduce.js";
+import { copyOf, expectFloats, foldIn, foldOut } from "./fold.js";
+import { addInto, divideBy } from "./reduce.js";
 import { chunkStart, type ReduceOp } from "./ring.js";
 import { Phase } from "./wire.js";
-import { ErrorCode, PsError } from "../util/errors.js";
-
-/** A copy of `a` as a Buffer, for sending while `a` goes on changing. */
-export function copyOf(a: Float32Array): Buffer {
-  const b = Buffer.allocUnsafe(a.byteLength);
-  b.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-  return b;
-}
 
 /**
  * Rabenseifner's allreduce (Thakur, Rabenseifner & Gropp 2005): a reduce-scatter by recursive
@@ -29,32 +22,8 @@ export async function halvingDoublingAllreduce(g: PeerGroup, buf: Float32Array, 
   const N = g.size;
   const n = buf.length;
   if (N === 1 || n === 0) return;
-  const r = g.rank;
-  let p2 = 1;
-  while (p2 * 2 <= N) p2 *= 2;
-  const extra = N - p2;
-  const take = (p: Buffer | null, from: number, len: number): Float32Array => {
-    if (len === 0 && p === null) return new Float32Array(0); // an empty block (n < N)
-    if (p === null || p.byteLength !== len * 4) {
-      throw new PsError(ErrorCode.BAD_MESSAGE, `rank ${r}: rank ${from} sent ${p?.byteLength ?? 0} bytes where ${len * 4} were due (do all ranks reduce buffers of the same length?)`);
-    }
-    return f32Of(p);
-  };
-  const real = (v: number) => (v < extra ? v * 2 + 1 : v + extra);
-
-  let vr: number;
-  if (r < 2 * extra) {
-    if (r % 2 === 0) {
-      await g.send(r + 1, { phase: Phase.FOLD, op: opId, step: 0, seg: 0 }, copyOf(buf));
-      vr = -1;
-    } else {
-      addInto(buf, take(await g.recv(r - 1, { phase: Phase.FOLD, op: opId, step: 0, seg: 0 }), r - 1, n));
-      vr = r >> 1;
-    }
-  } else {
-    vr = r - extra;
-  }
-
+  const f = await foldIn(g, buf, opId);
+  const { p2, vr, real } = f;
   if (vr >= 0) {
     const at = (b: number) => chunkStart(b, n, p2);
     // Reduce-scatter by recursive halving: keep the half of the current block range that holds
@@ -70,7 +39,7 @@ export async function halvingDoublingAllreduce(g: PeerGroup, buf: Float32Array, 
       g.collectGarbage();
       await g.send(peer, slot, buf.subarray(at(giveLo), at(giveHi)));
       const kept = buf.subarray(at(keepLo), at(keepHi));
-      addInto(kept, take(await g.recv(peer, slot), peer, kept.length));
+      addInto(kept, expectFloats(g, await g.recv(peer, slot), peer, kept.length));
       lo = keepLo;
       hi = keepHi;
     }
@@ -85,15 +54,11 @@ export async function halvingDoublingAllreduce(g: PeerGroup, buf: Float32Array, 
       g.collectGarbage();
       await g.send(peer, slot, copyOf(buf.subarray(at(lo), at(hi))));
       const other = buf.subarray(at(otherLo), at(otherHi));
-      other.set(take(await g.recv(peer, slot), peer, other.length));
+      other.set(expectFloats(g, await g.recv(peer, slot), peer, other.length));
       lo = Math.min(lo, otherLo);
       hi = Math.max(hi, otherHi);
     }
   }
 
-  if (r < 2 * extra) {
-    const slot = { phase: Phase.FOLD, op: opId, step: 1, seg: 0 };
-    if (r % 2 === 1) await g.send(r - 1, slot, copyOf(buf));
-    else buf.set(take(await g.recv(r + 1, slot), r + 1, n));
-  }
+  await foldOut(g, buf, opId, f);
 }

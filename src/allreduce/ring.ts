@@ -1,7 +1,7 @@
 import type { PeerGroup } from "./peer-group.js";
-import { addInto, divideBy, f32Of } from "./reduce.js";
+import { expectFloats } from "./fold.js";
+import { addInto, divideBy } from "./reduce.js";
 import { Phase } from "./wire.js";
-import { ErrorCode, PsError } from "../util/errors.js";
 
 export type ReduceOp = "sum" | "mean";
 
@@ -44,12 +44,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
   const nsegs = (c: number) => Math.ceil((chunkStart(c + 1, n, N) - chunkStart(c, n, N)) / seg);
   const lo = (c: number, j: number) => chunkStart(c, n, N) + j * seg;
   const hi = (c: number, j: number) => Math.min(chunkStart(c + 1, n, N), lo(c, j) + seg);
-  const expectLength = (p: Buffer | null, len: number, from: number): Float32Array => {
-    if (p === null || p.byteLength !== len * 4) {
-      throw new PsError(ErrorCode.BAD_MESSAGE, `rank ${r}: rank ${from} sent ${p?.byteLength ?? 0} bytes where ${len * 4} were due (do all ranks reduce buffers of the same length?)`);
-    }
-    return f32Of(p);
-  };
+
 
   // Reduce-scatter. Step 0 sends this rank's own chunk; from then on each arriving segment of
   // chunk r-k-1 gets this rank's contribution and goes on as step k+1 (or, after the last
@@ -65,7 +60,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
       const b = hi(c, j);
       g.collectGarbage();
       const p = await g.recv(prev, { phase: Phase.REDUCE_SCATTER, op: opId, step: k, seg: j });
-      const v = expectLength(p, b - a, prev);
+      const v = expectFloats(g, p, prev, b - a);
       addInto(v, buf.subarray(a, b));
       if (!last) {
         await g.send(next, { phase: Phase.REDUCE_SCATTER, op: opId, step: k + 1, seg: j }, p);
@@ -85,7 +80,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
       const b = hi(c, j);
       g.collectGarbage();
       const p = await g.recv(prev, { phase: Phase.ALL_GATHER, op: opId, step: k, seg: j });
-      const v = expectLength(p, b - a, prev);
+      const v = expectFloats(g, p, prev, b - a);
       if (k < N - 2) await g.send(next, { phase: Phase.ALL_GATHER, op: opId, step: k + 1, seg: j }, p);
       buf.set(v, a);
     }
