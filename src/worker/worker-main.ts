@@ -18,7 +18,8 @@ const PROGRESS_EVERY_MS = 100;
 
 /**
  * The worker process: its data shard, the model, and the step loop
- * (weights -> gradient on a batch -> push the gradient and read the next weights).
+ * (weights -> gradient on a batch -> exchange: push to the shards and read the next weights,
+ * or allreduce with the other workers and apply the optimizer here).
  */
 export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initFrame?: Buffer): Promise<void> {
   const cfg = cfgMsg.config;
@@ -34,15 +35,15 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
 
   const weights = new Float32Array(model.size);
   const gradient = new Float32Array(model.size);
-  let ps: GradientExchange;
+  let exchange: GradientExchange;
   if (cfg.comm === "allreduce") {
-    ps = await AllreduceExchange.join(control, cfgMsg, initFrame, weights, gradient, model.params);
+    exchange = await AllreduceExchange.join(control, cfgMsg, initFrame, weights, gradient, model.params);
   } else {
     const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
     const map = mapMsg.body as MapMsg;
     const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
     await client.pull(0);
-    ps = client;
+    exchange = client;
   }
   await control.send(MsgType.READY, { shardSize: mine.length });
   await control.next([MsgType.START], cfg.timeoutMs, "START");
@@ -74,7 +75,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       await sleep((slow - 1) * (c1 - c0));
       c1 = performance.now();
     }
-    const r = await ps.step(step, gradient);
+    const r = await exchange.step(step, gradient);
     const c2 = performance.now();
     computeMs += c1 - c0;
     commMs += c2 - c1;
@@ -105,8 +106,8 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       rank,
       steps,
       samples,
-      bytesSent: ps.bytesSent,
-      bytesReceived: ps.bytesReceived,
+      bytesSent: exchange.bytesSent,
+      bytesReceived: exchange.bytesReceived,
       computeSeconds: computeMs / 1000,
       commSeconds: commMs / 1000,
       slowFactor: slow,
@@ -114,9 +115,9 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       ...(cfg.comm === "allreduce" ? { weightsSha256: createHash("sha256").update(f32Frame(weights)).digest("hex") } : {}),
     },
   };
-  await control.send(MsgType.DONE, done, ps.finalFrames());
+  await control.send(MsgType.DONE, done, exchange.finalFrames());
   // An allreduce peer group stays open until the process ends (after the coordinator's STOP,
   // when every worker has finished every collective): a peer that closes early looks lost.
-  if (cfg.comm !== "allreduce") ps.close();
+  if (cfg.comm !== "allreduce") exchange.close();
   model.dispose();
 }
