@@ -57,5 +57,9 @@ export async function serveShard(router: Router, shard: ServerShard): Promise<vo
     let got = 0;
     for (const f of frames) got += f.byteLength;
     processCollector.note(got);
+    // Let the event loop turn: Node hands freed frames' bytes back to V8's external-memory count
+    // from setImmediate, and a loop that always finds the next message ready would starve it
+    // (16 MiB round, 2 workers, 2 shards: 0 full GCs per round instead of ~1, 27 -> 20 ms).
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }

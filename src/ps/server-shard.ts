@@ -67,6 +67,7 @@ export class ServerShard implements ShardClocks {
   /** sync: the next rank whose gradient is added to the aggregate, and those that came early */
   private nextRank = 0;
   private readonly early: (Float32Array | null)[];
+  private readonly earlyCopies: (Float32Array | undefined)[] = [];
   private pending: PendingRead[] = [];
   private paused = false;
   /** reads for clocks >= holdFrom are held (a pause at an exact step); null: none */
@@ -198,6 +199,12 @@ export class ServerShard implements ShardClocks {
       throw new WireError("payload-length", `${typeName(h.type)} carries no payload, got ${payload.length} frames / ${h.byteLength} bytes`);
   }
 
+  private holdEarly(rank: number, g: Float32Array): Float32Array {
+    const buf = (this.earlyCopies[rank] ??= new Float32Array(g.length));
+    buf.set(g);
+    return buf;
+  }
+
   /** Apply or aggregate one gradient; returns the staleness it was applied at. */
   private push(h: Header, payload: Buffer[]): number {
     const { start, end } = this.opts.range;
@@ -227,8 +234,10 @@ export class ServerShard implements ShardClocks {
     } else {
       // Sum in rank order whatever the arrival order, so that a sync run's weights are the same
       // bit for bit from run to run (float addition is not associative). A gradient that arrives
-      // ahead of its turn is kept (the received frame itself, no copy) until its turn comes.
-      this.early[h.rank] = g.buffer === this.scratch.buffer ? g.slice() : g;
+      // ahead of its turn is copied into that rank's buffer (allocated once) until its turn comes:
+      // keeping the received frame instead would let it outlive the minor GCs that free frames
+      // young (transport/young-gc.ts), and such frames add up to full collections.
+      this.early[h.rank] = h.rank === this.nextRank ? g : this.holdEarly(h.rank, g);
       for (let r = this.nextRank; r < this.workers; r++) {
         const next = this.early[r];
         if (!next) break;

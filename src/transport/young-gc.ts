@@ -32,17 +32,22 @@ export class ReceiveCollector {
 
   constructor(private readonly everyBytes: number) {}
 
-  /** Count `bytes` received; collect the young generation once `everyBytes` have come in. */
-  note(bytes: number): void {
-    if (this.everyBytes <= 0) return;
+  /**
+   * Count `bytes` received; collect the young generation once `everyBytes` have come in.
+   * Returns true when it collected: the freed buffers' bytes are handed back to V8's external
+   * memory count by finalizers that Node runs from the event loop (setImmediate), so a loop
+   * that keeps finding messages ready should let the event loop turn then.
+   */
+  note(bytes: number): boolean {
+    if (this.everyBytes <= 0) return false;
     this.since += bytes;
-    if (this.since < this.everyBytes) return;
+    if (this.since < this.everyBytes) return false;
     this.since = 0;
     const gc = scavenger();
-    if (gc) {
-      gc({ type: "minor" });
-      this.collections++;
-    }
+    if (!gc) return false;
+    gc({ type: "minor" });
+    this.collections++;
+    return true;
   }
 }
 
