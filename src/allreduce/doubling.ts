@@ -24,7 +24,7 @@ export async function doublingAllreduce(g: PeerGroup, buf: Float32Array, op: Red
     for (let d = 1, step = 0; d < f.p2; d *= 2, step++) {
       const peer = f.real(f.vr ^ d);
       const slot = { phase: Phase.DOUBLING, op: opId, step, seg: 0 };
-      g.collectGarbage();
+      await g.collectGarbage();
       await g.send(peer, slot, copyOf(buf));
       addInto(buf, expectFloats(g, await g.recv(peer, slot), peer, n));
     }

@@ -36,7 +36,7 @@ export async function halvingDoublingAllreduce(g: PeerGroup, buf: Float32Array, 
       const mid = (lo + hi) >> 1;
       const [keepLo, keepHi, giveLo, giveHi] = (vr & mask) === 0 ? [lo, mid, mid, hi] : [mid, hi, lo, mid];
       const slot = { phase: Phase.REDUCE_SCATTER, op: opId, step, seg: 0 };
-      g.collectGarbage();
+      await g.collectGarbage();
       await g.send(peer, slot, buf.subarray(at(giveLo), at(giveHi)));
       const kept = buf.subarray(at(keepLo), at(keepHi));
       addInto(kept, expectFloats(g, await g.recv(peer, slot), peer, kept.length));
@@ -51,7 +51,7 @@ export async function halvingDoublingAllreduce(g: PeerGroup, buf: Float32Array, 
       const slot = { phase: Phase.ALL_GATHER, op: opId, step, seg: 0 };
       const size = hi - lo;
       const [otherLo, otherHi] = (vr & mask) === 0 ? [hi, hi + size] : [lo - size, lo];
-      g.collectGarbage();
+      await g.collectGarbage();
       await g.send(peer, slot, copyOf(buf.subarray(at(lo), at(hi))));
       const other = buf.subarray(at(otherLo), at(otherHi));
       other.set(expectFloats(g, await g.recv(peer, slot), peer, other.length));

@@ -206,9 +206,11 @@ export class PeerGroup {
    * Called by a collective between messages: frees received buffers that are no longer used
    * (a minor GC every youngGcBytes received). Not inside recv(): the last buffer must be dead.
    */
-  collectGarbage(): void {
-    this.collector.note(this.bytesReceived - this.collectedAt);
+  async collectGarbage(): Promise<void> {
+    const collected = this.collector.note(this.bytesReceived - this.collectedAt);
     this.collectedAt = this.bytesReceived;
+    // Node hands the freed buffers' bytes back to V8 from setImmediate: let the event loop turn.
+    if (collected) await new Promise((resolve) => setImmediate(resolve));
   }
 
   get youngCollections(): number {

@@ -58,7 +58,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
     for (let j = 0, m = nsegs(c); j < m; j++) {
       const a = lo(c, j);
       const b = hi(c, j);
-      g.collectGarbage();
+      await g.collectGarbage();
       const p = await g.recv(prev, { phase: Phase.REDUCE_SCATTER, op: opId, step: k, seg: j });
       const v = expectFloats(g, p, prev, b - a);
       addInto(v, buf.subarray(a, b));
@@ -78,7 +78,7 @@ export async function ringAllreduce(g: PeerGroup, buf: Float32Array, op: ReduceO
     for (let j = 0, m = nsegs(c); j < m; j++) {
       const a = lo(c, j);
       const b = hi(c, j);
-      g.collectGarbage();
+      await g.collectGarbage();
       const p = await g.recv(prev, { phase: Phase.ALL_GATHER, op: opId, step: k, seg: j });
       const v = expectFloats(g, p, prev, b - a);
       if (k < N - 2) await g.send(next, { phase: Phase.ALL_GATHER, op: opId, step: k + 1, seg: j }, p);
