@@ -19,6 +19,11 @@ export interface PeerGroupOptions {
   socketBufferBytes?: number;
   /** libzmq I/O threads of this group's own context (0: share the process's default context; default 2) */
   ioThreads?: number;
+  /**
+   * the largest frame a peer may send (libzmq drops the connection of a peer that sends more,
+   * before allocating it); default unlimited. Training sets it to the model's size plus slack.
+   */
+  maxMessageBytes?: number;
   /** a minor GC after every this many bytes received, to free libzmq's buffers young (transport/young-gc.ts); 0 = off */
   youngGcBytes?: number;
 }
@@ -115,7 +120,13 @@ export class PeerGroup {
     this.collector = new ReceiveCollector(opts.youngGcBytes ?? DEFAULT_YOUNG_GC_BYTES);
     const io = opts.ioThreads ?? DEFAULT_IO_THREADS;
     this.context = io > 0 ? new Context({ ioThreads: io }) : undefined;
-    this.pull = new Pull({ ...(this.context ? { context: this.context } : {}), linger: 0, receiveHighWaterMark: 0, ...(this.socketBufferBytes > 0 ? { receiveBufferSize: this.socketBufferBytes } : {}) });
+    this.pull = new Pull({
+      ...(this.context ? { context: this.context } : {}),
+      linger: 0,
+      receiveHighWaterMark: 0,
+      ...(this.socketBufferBytes > 0 ? { receiveBufferSize: this.socketBufferBytes } : {}),
+      ...(opts.maxMessageBytes !== undefined && opts.maxMessageBytes > 0 ? { maxMessageSize: opts.maxMessageBytes } : {}),
+    });
     this.pushes = Array.from({ length: opts.size }, () => null);
     this.queues = Array.from({ length: opts.size }, () => []);
   }

@@ -19,6 +19,7 @@ export interface JoinOptions {
   socketBufferBytes?: number;
   ioThreads?: number;
   youngGcBytes?: number;
+  maxMessageBytes?: number;
 }
 
 /**
@@ -27,7 +28,7 @@ export interface JoinOptions {
  * then a barrier, so the group is complete before the first collective.
  */
 export async function joinPeerGroup(control: ControlClient, o: JoinOptions): Promise<PeerGroup> {
-  const group = new PeerGroup({ rank: o.rank, size: o.size, runId: o.runId, timeoutMs: o.timeoutMs, socketBufferBytes: o.socketBufferBytes ?? 0, ...(o.ioThreads !== undefined ? { ioThreads: o.ioThreads } : {}), ...(o.youngGcBytes !== undefined ? { youngGcBytes: o.youngGcBytes } : {}) });
+  const group = new PeerGroup({ rank: o.rank, size: o.size, runId: o.runId, timeoutMs: o.timeoutMs, socketBufferBytes: o.socketBufferBytes ?? 0, ...(o.ioThreads !== undefined ? { ioThreads: o.ioThreads } : {}), ...(o.youngGcBytes !== undefined ? { youngGcBytes: o.youngGcBytes } : {}), ...(o.maxMessageBytes !== undefined ? { maxMessageBytes: o.maxMessageBytes } : {}) });
   try {
     const endpoint = await group.bind(bindAddress(o.transport, o.runTag, `peer-${o.rank}`, o.host));
     const ready: ReadyMsg = { endpoint };

@@ -46,8 +46,10 @@ export class Coordinator {
   constructor(
     private readonly runId: number,
     private readonly timeoutMs: number,
+    /** the largest frame a role process may send (0: no limit); a larger one drops its connection */
+    maxMessageBytes = 0,
   ) {
-    this.router = new Router({ linger: 0, mandatory: false });
+    this.router = new Router({ linger: 0, mandatory: false, ...(maxMessageBytes > 0 ? { maxMessageSize: maxMessageBytes } : {}) });
     this.failure = new Promise<never>((_, reject) => {
       this.failWith = reject;
     });

@@ -143,7 +143,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const totalSteps = prep.stepsPerWorker;
   const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
 
-  const coordinator = new Coordinator(runId, cfg.timeoutMs);
+  // The largest control frame is a copy of the weights (allreduce SNAPSHOT and DONE).
+  const coordinator = new Coordinator(runId, cfg.timeoutMs, model.size * 4 + 1024 * 1024);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
   const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
   const shardClients: PeerClient[] = [];

@@ -6,6 +6,7 @@ import { bindAddress } from "../transport/endpoint.js";
 import { f32View } from "../transport/frames.js";
 import { processCollector } from "../transport/young-gc.js";
 import { encodeHeader, MsgType } from "../transport/header.js";
+import type { KeyRange } from "./key-range.js";
 import { ServerShard } from "./server-shard.js";
 
 /**
@@ -28,8 +29,9 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     init: f32View(initFrame),
   });
 
-  // Bounded queues: a fast or hostile pusher cannot grow this process's memory without bound.
-  const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
+  // Bounded queues, and no frame larger than this shard's range plus slack for JSON bodies: a
+  // peer that sends more is disconnected by libzmq before the frame is allocated.
+  const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false, maxMessageSize: maxShardFrameBytes(range) });
   await router.bind(bindAddress(cfg.transport, cfgMsg.runTag, `server-${shardIndex}`));
   const endpoint = router.lastEndpoint;
   if (!endpoint) throw new Error(`server ${shardIndex}: bound socket reports no endpoint`);
@@ -46,6 +48,11 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
   } catch (err) {
     if (!stopping) throw err;
   }
+}
+
+/** The largest frame a shard accepts: its whole range as float32, plus 64 KiB for control bodies. */
+export function maxShardFrameBytes(range: KeyRange): number {
+  return (range.end - range.start) * 4 + 64 * 1024;
 }
 
 /** Serve one shard on a bound ROUTER until the socket is closed. */

@@ -47,7 +47,11 @@ export class AllreduceExchange implements GradientExchange {
       if (!init || init.byteLength !== weights.byteLength) throw new PsError(ErrorCode.BAD_MESSAGE, `worker 0: CONFIG carries ${init?.byteLength ?? 0} bytes of initial weights, the model needs ${weights.byteLength}`);
       weights.set(f32View(init));
     }
-    const group = await joinPeerGroup(control, { rank, size: cfg.workers, runId: cfgMsg.runId, runTag: cfgMsg.runTag, transport: cfg.transport, timeoutMs: cfg.timeoutMs });
+    const group = await joinPeerGroup(control, { rank, size: cfg.workers, runId: cfgMsg.runId, runTag: cfgMsg.runTag, transport: cfg.transport, timeoutMs: cfg.timeoutMs,
+      // No collective sends more than the whole model in one frame (recursive doubling, the
+      // broadcast); STALL reports are a few hundred bytes.
+      maxMessageBytes: weights.byteLength + 64 * 1024,
+    });
     const allreducer = new Allreducer(group, { algo: cfg.allreduceAlgo, segmentBytes: cfg.allreduceSegmentBytes, smallBytes: cfg.allreduceSmallBytes, fusionBytes: cfg.fusionBytes });
     try {
       await allreducer.broadcast(weights, 0);
