@@ -1,0 +1,97 @@
+/**
+ * `ps-train experiment [FILE] --grid NAME=V1,V2 ... --seeds N --out DIR` runs a grid of training
+ * runs; `ps-train report DIR` re-renders results.csv and report.md from the finished runs.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { extname } from "node:path";
+import { load } from "js-yaml";
+import type { Argv } from "yargs";
+import { type Axis, expandGrid, parseAxis } from "../experiment/grid.js";
+import { writeReport } from "../experiment/report.js";
+import { runGrid } from "../experiment/run-grid.js";
+import { badOption } from "../util/errors.js";
+import { TRAIN_OPTIONS, trainOptions } from "./options.js";
+
+const TRAIN_NAMES = new Set<string>(TRAIN_OPTIONS.flatMap((o) => [o.flag, o.key]));
+
+/** An experiment file: `base:` training options, `grid:` option -> list of values, `seeds:`. */
+interface ExperimentFile {
+  base: Record<string, unknown>;
+  axes: Axis[];
+  seeds: number | undefined;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+export function readExperimentFile(file: string): ExperimentFile {
+  if (!existsSync(file)) throw badOption(`experiment file ${JSON.stringify(file)}: no such file`);
+  if (![".yaml", ".yml", ".json"].includes(extname(file).toLowerCase())) throw badOption(`experiment file ${JSON.stringify(file)}: must be .yaml, .yml or .json`);
+  let doc: unknown;
+  try {
+    doc = load(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw badOption(`experiment file ${JSON.stringify(file)}: cannot parse: ${(err as Error).message.split("\n")[0]}`);
+  }
+  if (!isRecord(doc)) throw badOption(`experiment file ${JSON.stringify(file)}: expected a mapping with base, grid and seeds`);
+  for (const k of Object.keys(doc)) if (!["base", "grid", "seeds", "description"].includes(k)) throw badOption(`experiment file ${JSON.stringify(file)}: unknown key "${k}" (base, grid, seeds, description)`);
+  const base = doc["base"] ?? {};
+  if (!isRecord(base)) throw badOption(`experiment file ${JSON.stringify(file)}: base must be a mapping of training options`);
+  for (const k of Object.keys(base)) if (!TRAIN_NAMES.has(k)) throw badOption(`experiment file ${JSON.stringify(file)}: base: "${k}" is not a training option`);
+  const grid = doc["grid"] ?? {};
+  if (!isRecord(grid)) throw badOption(`experiment file ${JSON.stringify(file)}: grid must map option names to lists of values`);
+  const axes = Object.entries(grid).map(([k, v]) => parseAxis(`${k}=${(Array.isArray(v) ? v : [v]).map((x) => (x === null ? "none" : String(x))).join(",")}`, `${file}: grid`));
+  const seeds = doc["seeds"];
+  if (seeds !== undefined && !(Number.isInteger(seeds) && (seeds as number) >= 1)) throw badOption(`experiment file ${JSON.stringify(file)}: seeds must be an integer >= 1`);
+  const fileBase: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(base)) fileBase[k] = v === null ? "none" : String(v);
+  return { base: fileBase, axes, seeds: seeds as number | undefined };
+}
+
+export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
+  return y
+    .command(
+      "experiment [file]",
+      "Run a grid of training runs (every combination of the --grid values, --seeds times) into --out, with results.csv and report.md",
+      (c) =>
+        trainOptions(c)
+          .positional("file", { type: "string", describe: "An experiment file (.yaml/.json) with base:, grid: and seeds:" })
+          .option("grid", { type: "string", array: true, describe: "An axis NAME=V1,V2,... (any training option; repeat for more axes)" })
+          .option("seeds", { type: "string", requiresArg: true, describe: "Runs per combination, with seeds --seed, --seed+1, ...", defaultDescription: "1" }),
+      async (argv) => {
+        const a = argv as Record<string, unknown>;
+        const out = typeof a["out"] === "string" ? a["out"] : "";
+        if (!out) throw badOption("experiment: --out DIR is required (the experiment's folder; an existing one is resumed)");
+        const file = typeof a["file"] === "string" ? readExperimentFile(a["file"]) : { base: {}, axes: [], seeds: undefined };
+        const flagAxes = ((a["grid"] as string[] | undefined) ?? []).map((s) => parseAxis(s));
+        const axes = [...file.axes.filter((fa) => !flagAxes.some((f) => f.key === fa.key)), ...flagAxes];
+        const seedsRaw = a["seeds"] ?? file.seeds ?? 1;
+        const seeds = Number(seedsRaw);
+        if (!Number.isInteger(seeds) || seeds < 1) throw badOption(`--seeds must be an integer >= 1 (got ${JSON.stringify(seedsRaw)})`);
+        // Flags and PS_TRAIN_* (through resolveTrainConfig) over the file's base; --out is the grid's.
+        const flags: Record<string, unknown> = {};
+        for (const o of TRAIN_OPTIONS) {
+          const v = a[o.flag] ?? a[o.key];
+          if (v !== undefined && o.key !== "out") flags[o.flag] = Array.isArray(v) ? v[v.length - 1] : v;
+        }
+        const base = { ...file.base, ...flags, ...(a["config"] !== undefined ? { config: a["config"] } : {}) };
+        const cells = expandGrid(base, axes, seeds);
+        process.stderr.write(`experiment: ${cells.length} runs (${axes.map((x) => `${x.flag} × ${x.values.length}`).join(", ") || "no axes"}, ${seeds} seed${seeds > 1 ? "s" : ""}) into ${out}\n`);
+        const r = await runGrid(out, axes, seeds, cells, { line: (t) => process.stderr.write(`experiment: ${t}\n`) });
+        process.stdout.write(`${r.ok} finished, ${r.failed} failed, ${r.skipped} skipped; ${out}/report.md, ${out}/results.csv\n`);
+        // The grid went on past failed runs; its exit status still says that some failed.
+        if (r.failed > 0) throw new Error(`${r.failed} run${r.failed > 1 ? "s" : ""} of the grid failed (why: ${out}/report.md; run the command again to retry them)`);
+      },
+    )
+    .command(
+      "report <dir>",
+      "Re-render results.csv and report.md of an experiment folder from its finished runs",
+      (c) => c.positional("dir", { type: "string", demandOption: true }),
+      (argv) => {
+        const dir = String((argv as Record<string, unknown>)["dir"]);
+        const n = writeReport(dir);
+        process.stdout.write(`${n} finished runs; ${dir}/report.md, ${dir}/results.csv\n`);
+      },
+    );
+}

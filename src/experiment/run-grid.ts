@@ -1,0 +1,63 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { prepareRun, runLocal } from "../cluster/train-run.js";
+import { errorLine } from "../util/errors.js";
+import { type Axis, type Cell, cellFinished, clearCell } from "./grid.js";
+import { type GridRecord, writeReport } from "./report.js";
+
+export interface GridHooks {
+  /** one line per cell as it starts and ends (the progress over cells, with an ETA) */
+  line?: (text: string) => void;
+}
+
+function duration(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  const m = Math.floor(s / 60);
+  return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${s.toFixed(0)}s`;
+}
+
+/**
+ * Run every cell one after another into OUT/runs/<cell id>/ (a normal run directory each). A
+ * cell whose summary.json says ok is not run again, so an interrupted grid resumes where it
+ * stopped; a cell that fails is recorded (its summary.json says why) and the grid goes on.
+ * OUT/grid.json records the grid; results.csv and report.md are written at the end.
+ */
+export async function runGrid(outDir: string, axes: readonly Axis[], seeds: number, cells: readonly Cell[], hooks: GridHooks = {}): Promise<{ ok: number; failed: number; skipped: number }> {
+  const out = resolve(outDir);
+  mkdirSync(join(out, "runs"), { recursive: true });
+  const record: GridRecord = {
+    axes: axes.map((a) => ({ flag: a.flag, values: a.values })),
+    seeds,
+    cells: cells.map((c) => ({ id: c.id, values: c.values, seed: c.seed, skipReason: c.skipReason })),
+  };
+  writeFileSync(join(out, "grid.json"), JSON.stringify(record, null, 2) + "\n");
+  const line = hooks.line ?? (() => undefined);
+  const todo = cells.filter((c) => c.config && !cellFinished(join(out, "runs", c.id)));
+  const counts = { ok: 0, failed: 0, skipped: cells.filter((c) => !c.config).length };
+  const done = cells.length - todo.length - counts.skipped;
+  if (done > 0) line(`${done} cell${done > 1 ? "s" : ""} finished earlier, not run again`);
+  counts.ok += done;
+  const t0 = performance.now();
+  for (const [i, c] of todo.entries()) {
+    const dir = join(out, "runs", c.id);
+    const label = [...Object.entries(c.values).map(([k, v]) => `${k}=${v}`), `seed=${c.seed}`].join(" ");
+    const elapsed = (performance.now() - t0) / 1000;
+    const eta = i > 0 ? (elapsed / i) * (todo.length - i) : NaN;
+    line(`[${i + 1}/${todo.length}] ${label}${i > 0 ? `  (ETA ${duration(eta)})` : ""}`);
+    clearCell(dir);
+    try {
+      const s = await runLocal(await prepareRun({ ...c.config!, out: dir, progress: "off" }));
+      counts.ok++;
+      line(`    test accuracy ${(s.testAccuracy * 100).toFixed(2)}%, ${s.trainSeconds.toFixed(1)} s${s.timeToTargetSeconds !== null ? `, target at ${s.timeToTargetSeconds.toFixed(1)} s` : ""}`);
+    } catch (err) {
+      counts.failed++;
+      const msg = errorLine(err).replace(/^ps-train: /, "");
+      // prepareRun fails before the run directory exists: record the failure there ourselves.
+      mkdirSync(dir, { recursive: true });
+      if (!cellFinished(dir)) writeFileSync(join(dir, "summary.json"), JSON.stringify({ status: "failed", error: msg }, null, 2) + "\n");
+      line(`    failed: ${msg}`);
+    }
+  }
+  writeReport(out);
+  return counts;
+}

@@ -1,0 +1,105 @@
+import { strict as assert } from "node:assert";
+import { spawnSync } from "node:child_process";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { expandGrid, parseAxis } from "../../src/experiment/grid.js";
+import { meanStd, readResults } from "../../src/experiment/report.js";
+import { tempDir } from "../helpers/run.js";
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000, env: { ...process.env, PS_TRAIN_WORKERS: "" } });
+const TINY = ["--dataset", "synthetic", "--model", "logreg", "--max-steps", "8", "--backend", "cpu", "--log-level", "silent"];
+
+describe("experiment grids", function () {
+  this.timeout(180_000);
+
+  it("parses axes by flag or camelCase name and refuses unknown options, --out and --seed", () => {
+    assert.deepEqual(parseAxis("batchSize=16,32"), { key: "batchSize", flag: "batch-size", values: ["16", "32"] });
+    assert.deepEqual(parseAxis("slow=none,0:4").values, ["none", "0:4"]);
+    assert.throws(() => parseAxis("nope=1"), /"nope" is not a training option/);
+    assert.throws(() => parseAxis("seed=1,2"), /use --seeds/);
+    assert.throws(() => parseAxis("mode"), /NAME=VALUE/);
+  });
+
+  it("expands every combination once per seed, runs configs that coincide once, and skips invalid combinations", () => {
+    const axes = [parseAxis("comm=ps,allreduce"), parseAxis("mode=sync,async,ssp"), parseAxis("staleness=1,3")];
+    const cells = expandGrid({ workers: "2", seed: "7" }, axes, 2, {});
+    const run = cells.filter((c) => c.config);
+    const skipped = cells.filter((c) => !c.config);
+    // ps: sync, async (staleness collapses), ssp×2 = 4; allreduce: sync = 1; per seed
+    assert.equal(run.length, 5 * 2);
+    assert.equal(skipped.length, 3 * 2);
+    assert.ok(skipped.every((c) => /--comm allreduce needs --mode sync/.test(c.skipReason!)));
+    assert.deepEqual([...new Set(run.map((c) => c.seed))], [7, 8]);
+    assert.equal(new Set(cells.map((c) => c.id)).size, cells.length, "ids are unique");
+    assert.ok(run.every((c) => c.config!.workers === 2 && c.config!.seed === c.seed));
+    assert.throws(() => expandGrid({}, [parseAxis("mode=sync,fast")], 1, {}), /--mode must be one of/);
+    assert.throws(() => expandGrid({}, [parseAxis("mode=sync"), parseAxis("mode=async")], 1, {}), /given twice/);
+  });
+
+  it("mean and sample standard deviation", () => {
+    assert.deepEqual(meanStd([2, 4, 4, 4, 5, 5, 7, 9]), { mean: 5, std: Math.sqrt(32 / 7) });
+    assert.deepEqual(meanStd([3]), { mean: 3, std: 0 });
+  });
+
+  it("runs a grid of real runs, resumes without re-running finished cells, records failures and goes on", () => {
+    const out = join(tempDir(), "exp");
+    const r1 = run(["experiment", "--grid", "mode=sync,async", "workers=1,2", "--seeds", "2", ...TINY, "--out", out]);
+    assert.equal(r1.status, 0, r1.stderr);
+    assert.match(r1.stdout, /8 finished, 0 failed, 0 skipped/);
+    const { rows } = readResults(out);
+    assert.equal(rows.length, 8);
+    assert.ok(rows.every((r) => r.status === "ok" && r.summary!.steps === 8));
+    const csv = readFileSync(join(out, "results.csv"), "utf8").trim().split("\n");
+    assert.equal(csv.length, 9);
+    assert.equal(csv[0]!.split(",").slice(0, 4).join(","), "mode,workers,seed,status");
+    const report = readFileSync(join(out, "report.md"), "utf8");
+    assert.match(report, /\| async \| 2 \| 2\/2 \|/);
+    const summaryFile = join(out, "runs", rows[0]!.id, "summary.json");
+    const before = statSync(summaryFile).mtimeMs;
+
+    // Resume: nothing is run again.
+    const r2 = run(["experiment", "--grid", "mode=sync,async", "workers=1,2", "--seeds", "2", ...TINY, "--out", out]);
+    assert.equal(r2.status, 0, r2.stderr);
+    assert.match(r2.stderr, /8 cells finished earlier, not run again/);
+    assert.equal(statSync(summaryFile).mtimeMs, before);
+
+    // A failing cell is recorded, the others run, and the exit status says so.
+    const out2 = join(tempDir(), "exp");
+    const r3 = run(["experiment", "--grid", `dataset=synthetic,${join(out2, "no-such-data")}`, ...TINY.filter((a) => a !== "synthetic" && a !== "--dataset"), "--out", out2]);
+    assert.equal(r3.status, 1, r3.stderr);
+    assert.match(r3.stdout, /1 finished, 1 failed, 0 skipped/);
+    assert.match(r3.stderr, /1 run of the grid failed/);
+    const res = readResults(out2).rows;
+    assert.deepEqual(res.map((r) => r.status).sort(), ["failed", "ok"]);
+    assert.match(res.find((r) => r.status === "failed")!.error, /PS_ERR_BAD_DATASET/);
+
+    // report re-renders from the runs alone.
+    writeFileSync(join(out, "report.md"), "");
+    const r4 = run(["report", out]);
+    assert.equal(r4.status, 0, r4.stderr);
+    assert.match(readFileSync(join(out, "report.md"), "utf8"), /# Experiment report/);
+  });
+
+  it("an experiment file gives base options, axes and seeds; bad input is one line and exit 2", () => {
+    const dir = tempDir();
+    const file = join(dir, "e.yaml");
+    writeFileSync(file, "base:\n  dataset: synthetic\n  model: logreg\n  max-steps: 5\n  backend: cpu\ngrid:\n  mode: [sync, ssp]\nseeds: 1\n");
+    const out = join(dir, "out");
+    const r = run(["experiment", file, "--out", out, "--log-level", "silent"]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /2 finished/);
+    for (const [args, pattern] of [
+      [["experiment", "--grid", "mode=fast", "--out", join(dir, "x")], /--mode must be one of/],
+      [["experiment", "--grid", "mode=sync"], /--out DIR is required/],
+      [["experiment", join(dir, "missing.yaml"), "--out", join(dir, "x")], /no such file/],
+      [["report", join(dir, "nothing")], /no grid.json/],
+    ] as [string[], RegExp][]) {
+      const b = run(args);
+      assert.equal(b.status, 2, `${args.join(" ")}: ${b.stderr}`);
+      assert.equal(b.stderr.trim().split("\n").length, 1, b.stderr);
+      assert.match(b.stderr, pattern);
+    }
+  });
+});
