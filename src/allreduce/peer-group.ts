@@ -300,12 +300,11 @@ export class PeerGroup {
     for (const [r, t] of this.gone) {
       if (now - t < this.lostGraceMs) continue;
       const w = this.waiter;
-      this.fail(
-        new PsError(
-          ErrorCode.PEER_LOST,
-          `rank ${this.rank}: rank ${r} disconnected (its process exited or its host went away) while this rank was waiting for ${w.src === r ? "it" : `rank ${w.src}`}: ${describe(w.slot)}`,
-        ),
-      );
+      const verdict = `rank ${r} disconnected (its process exited or its host went away) while rank ${this.rank} was waiting for ${w.src === r ? "it" : `rank ${w.src}`}: ${describe(w.slot)}`;
+      // Tell the others first: a peer that has not seen the disconnect (its connection to the
+      // lost rank was not up yet) would otherwise blame this rank when it exits.
+      this.reportStall(w.src, w.slot, verdict);
+      this.fail(new PsError(ErrorCode.PEER_LOST, `rank ${this.rank}: ${verdict}`));
       return;
     }
   }
@@ -329,7 +328,7 @@ export class PeerGroup {
     report.from = h.src;
     this.stalls.set(h.src, report);
     // Another rank's verdict ends this rank's wait with the same explanation.
-    if (report.verdict && this.waiter) {
+    if (report.verdict) {
       this.fail(new PsError(ErrorCode.PEER_LOST, `rank ${this.rank}: collective aborted by rank ${h.src}: ${report.verdict}`));
       return;
     }
