@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ErrorCode, PsError } from "../util/errors.js";
+import { writePlots } from "./plots.js";
 
 /** What `experiment` records about its grid (grid.json), so `report` can re-render it alone. */
 export interface GridRecord {
@@ -140,6 +141,8 @@ export function reportMarkdown(grid: GridRecord, rows: readonly ResultRow[]): st
 export function writeReport(outDir: string): number {
   const { grid, rows } = readResults(outDir);
   writeFileSync(join(outDir, "results.csv"), resultsCsv(grid, rows));
-  writeFileSync(join(outDir, "report.md"), reportMarkdown(grid, rows));
+  const plots = writePlots(outDir, grid, rows);
+  const images = plots.map((p) => `![${p}](plots/${p}.svg)`).join("\n\n");
+  writeFileSync(join(outDir, "report.md"), `${reportMarkdown(grid, rows)}\n## Plots\n\nLines: mean over the finished seeds; bands: ± one standard deviation. PNG copies beside each SVG in plots/.\n\n${images}\n`);
   return rows.filter((r) => r.status === "ok").length;
 }

@@ -4,6 +4,8 @@ import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { expandGrid, parseAxis } from "../../src/experiment/grid.js";
+import { chartSvg, ticks } from "../../src/experiment/plot.js";
+import { band } from "../../src/experiment/plots.js";
 import { meanStd, readResults } from "../../src/experiment/report.js";
 import { tempDir } from "../helpers/run.js";
 
@@ -38,6 +40,22 @@ describe("experiment grids", function () {
     assert.throws(() => expandGrid({}, [parseAxis("mode=sync"), parseAxis("mode=async")], 1, {}), /given twice/);
   });
 
+  it("plots: round ticks, a band of mean ± std over the curves that cover each x, one line per series", () => {
+    assert.deepEqual(ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+    assert.deepEqual(ticks(3, 97), [20, 40, 60, 80]);
+    const b = band([
+      { x: [0, 1, 2], y: [0, 10, 20] },
+      { x: [0, 2], y: [2, 22] },
+    ]);
+    assert.equal(b.length, 60);
+    assert.deepEqual(b[0], { x: 0, y: 1, lo: 1 - Math.SQRT2, hi: 1 + Math.SQRT2 });
+    assert.ok(Math.abs(b[59]!.y - 21) < 1e-9);
+    const svg = chartSvg({ title: "t", xLabel: "x", yLabel: "y", series: [{ label: "a", points: b }, { label: "b<c", points: [{ x: 1, y: 5 }] }] });
+    assert.equal((svg.match(/<polyline/g) ?? []).length, 1);
+    assert.equal((svg.match(/<polygon/g) ?? []).length, 1, "the band of the series with a spread");
+    assert.match(svg, /b&lt;c/);
+  });
+
   it("mean and sample standard deviation", () => {
     assert.deepEqual(meanStd([2, 4, 4, 4, 5, 5, 7, 9]), { mean: 5, std: Math.sqrt(32 / 7) });
     assert.deepEqual(meanStd([3]), { mean: 3, std: 0 });
@@ -56,6 +74,13 @@ describe("experiment grids", function () {
     assert.equal(csv[0]!.split(",").slice(0, 4).join(","), "mode,workers,seed,status");
     const report = readFileSync(join(out, "report.md"), "utf8");
     assert.match(report, /\| async \| 2 \| 2\/2 \|/);
+    for (const p of ["accuracy-vs-time", "accuracy-vs-epochs", "loss-vs-time", "loss-vs-epochs", "samples-per-second-vs-workers", "staleness-histogram"]) {
+      const svg = readFileSync(join(out, "plots", `${p}.svg`), "utf8");
+      assert.match(svg, /^<svg /);
+      assert.equal((svg.match(/mode=(sync|async)/g) ?? []).length >= 2, true, `${p}: a legend entry per mode`);
+      assert.ok(readFileSync(join(out, "plots", `${p}.png`)).subarray(1, 4).equals(Buffer.from("PNG")), `${p}.png is a PNG`);
+      assert.match(report, new RegExp(`plots/${p}.svg`));
+    }
     const summaryFile = join(out, "runs", rows[0]!.id, "summary.json");
     const before = statSync(summaryFile).mtimeMs;
 
