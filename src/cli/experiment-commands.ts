@@ -8,7 +8,8 @@ import { load } from "js-yaml";
 import type { Argv } from "yargs";
 import { type Axis, expandGrid, parseAxis } from "../experiment/grid.js";
 import { writeReport } from "../experiment/report.js";
-import { runGrid } from "../experiment/run-grid.js";
+import { type ClusterTarget, runGrid } from "../experiment/run-grid.js";
+import { checkRedisUrl } from "../cluster/redis/connection.js";
 import { badOption } from "../util/errors.js";
 import { TRAIN_OPTIONS, trainOptions } from "./options.js";
 
@@ -58,7 +59,10 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
         trainOptions(c)
           .positional("file", { type: "string", describe: "An experiment file (.yaml/.json) with base:, grid: and seeds:" })
           .option("grid", { type: "string", array: true, describe: "An axis NAME=V1,V2,... (any training option; repeat for more axes)" })
-          .option("seeds", { type: "string", requiresArg: true, describe: "Runs per combination, with seeds --seed, --seed+1, ...", defaultDescription: "1" }),
+          .option("seeds", { type: "string", requiresArg: true, describe: "Runs per combination, with seeds --seed, --seed+1, ...", defaultDescription: "1" })
+          .option("redis", { type: "string", requiresArg: true, describe: "Run the cells as jobs of the ps-train cluster at this Redis URL (side by side as agents allow)" })
+          .option("prefix", { type: "string", requiresArg: true, describe: "With --redis: the cluster's key prefix", defaultDescription: "ps-train" })
+          .option("max-retries", { type: "string", requiresArg: true, describe: "With --redis: retries of a job whose agent is lost", defaultDescription: "2" }),
       async (argv) => {
         const a = argv as Record<string, unknown>;
         const out = typeof a["out"] === "string" ? a["out"] : "";
@@ -78,7 +82,16 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
         const base = { ...file.base, ...flags, ...(a["config"] !== undefined ? { config: a["config"] } : {}) };
         const cells = expandGrid(base, axes, seeds);
         process.stderr.write(`experiment: ${cells.length} runs (${axes.map((x) => `${x.flag} × ${x.values.length}`).join(", ") || "no axes"}, ${seeds} seed${seeds > 1 ? "s" : ""}) into ${out}\n`);
-        const r = await runGrid(out, axes, seeds, cells, { line: (t) => process.stderr.write(`experiment: ${t}\n`) });
+        let cluster: ClusterTarget | null = null;
+        if (a["redis"] !== undefined) {
+          const url = String(a["redis"]);
+          checkRedisUrl(url);
+          const maxRetries = Number(a["max-retries"] ?? 2);
+          if (!Number.isInteger(maxRetries) || maxRetries < 0) throw badOption(`--max-retries must be an integer >= 0 (got ${JSON.stringify(a["max-retries"])})`);
+          if (a["transport"] !== undefined && a["transport"] !== "tcp") throw badOption("--transport: cluster jobs run over tcp (leave --transport out)");
+          cluster = { redis: url, prefix: String(a["prefix"] ?? "ps-train"), connectTimeoutMs: 10_000, waitTimeoutMs: 86_400_000, maxRetries };
+        }
+        const r = await runGrid(out, axes, seeds, cells, { line: (t) => process.stderr.write(`experiment: ${t}\n`) }, cluster);
         process.stdout.write(`${r.ok} finished, ${r.failed} failed, ${r.skipped} skipped; ${out}/report.md, ${out}/results.csv\n`);
         // The grid went on past failed runs; its exit status still says that some failed.
         if (r.failed > 0) throw new Error(`${r.failed} run${r.failed > 1 ? "s" : ""} of the grid failed (why: ${out}/report.md; run the command again to retry them)`);

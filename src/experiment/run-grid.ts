@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { prepareRun, runLocal } from "../cluster/train-run.js";
+import { JobClient } from "../cluster/redis/job-client.js";
 import { errorLine } from "../util/errors.js";
 import { type Axis, type Cell, cellFinished, clearCell } from "./grid.js";
 import { type GridRecord, writeReport } from "./report.js";
@@ -8,6 +9,16 @@ import { type GridRecord, writeReport } from "./report.js";
 export interface GridHooks {
   /** one line per cell as it starts and ends (the progress over cells, with an ETA) */
   line?: (text: string) => void;
+}
+
+/** Run the cells as jobs of a ps-train cluster (Redis + BullMQ) instead of one after another here. */
+export interface ClusterTarget {
+  redis: string;
+  prefix: string;
+  connectTimeoutMs: number;
+  /** how long to follow one job before giving up on it (it keeps going in the cluster) */
+  waitTimeoutMs: number;
+  maxRetries: number;
 }
 
 function duration(s: number): string {
@@ -21,8 +32,17 @@ function duration(s: number): string {
  * cell whose summary.json says ok is not run again, so an interrupted grid resumes where it
  * stopped; a cell that fails is recorded (its summary.json says why) and the grid goes on.
  * OUT/grid.json records the grid; results.csv and report.md are written at the end.
+ * With a cluster target, every pending cell is submitted as a job at once (the scheduler runs as
+ * many side by side as its agents allow), followed to its end, and its run directory fetched.
  */
-export async function runGrid(outDir: string, axes: readonly Axis[], seeds: number, cells: readonly Cell[], hooks: GridHooks = {}): Promise<{ ok: number; failed: number; skipped: number }> {
+export async function runGrid(
+  outDir: string,
+  axes: readonly Axis[],
+  seeds: number,
+  cells: readonly Cell[],
+  hooks: GridHooks = {},
+  cluster: ClusterTarget | null = null,
+): Promise<{ ok: number; failed: number; skipped: number }> {
   const out = resolve(outDir);
   mkdirSync(join(out, "runs"), { recursive: true });
   const record: GridRecord = {
@@ -37,6 +57,11 @@ export async function runGrid(outDir: string, axes: readonly Axis[], seeds: numb
   const done = cells.length - todo.length - counts.skipped;
   if (done > 0) line(`${done} cell${done > 1 ? "s" : ""} finished earlier, not run again`);
   counts.ok += done;
+  if (cluster) {
+    await runOnCluster(out, todo, cluster, counts, line);
+    writeReport(out);
+    return counts;
+  }
   const t0 = performance.now();
   for (const [i, c] of todo.entries()) {
     const dir = join(out, "runs", c.id);
@@ -53,11 +78,53 @@ export async function runGrid(outDir: string, axes: readonly Axis[], seeds: numb
       counts.failed++;
       const msg = errorLine(err).replace(/^ps-train: /, "");
       // prepareRun fails before the run directory exists: record the failure there ourselves.
-      mkdirSync(dir, { recursive: true });
-      if (!cellFinished(dir)) writeFileSync(join(dir, "summary.json"), JSON.stringify({ status: "failed", error: msg }, null, 2) + "\n");
+      failCell(dir, msg);
       line(`    failed: ${msg}`);
     }
   }
   writeReport(out);
   return counts;
+}
+
+function failCell(dir: string, msg: string): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "summary.json"), JSON.stringify({ status: "failed", error: msg }, null, 2) + "\n");
+}
+
+async function runOnCluster(out: string, todo: readonly Cell[], target: ClusterTarget, counts: { ok: number; failed: number }, line: (t: string) => void): Promise<void> {
+  const client = await JobClient.connect(target.redis, target.prefix, target.connectTimeoutMs);
+  try {
+    const jobs: { cell: Cell; id: string }[] = [];
+    for (const c of todo) {
+      const id = await client.submit({ ...c.config!, out: "", transport: "tcp", progress: "off" }, { name: `experiment ${c.id}`, maxRetries: target.maxRetries });
+      jobs.push({ cell: c, id });
+    }
+    line(`submitted ${jobs.length} job${jobs.length === 1 ? "" : "s"} to ${target.prefix} (ps-train jobs --redis ... shows them)`);
+    let n = 0;
+    for (const { cell, id } of jobs) {
+      const dir = join(out, "runs", cell.id);
+      clearCell(dir);
+      n++;
+      try {
+        const rec = await client.follow(id, target.waitTimeoutMs, () => undefined);
+        if (rec.state === "succeeded") {
+          await client.download(rec, dir);
+          if (!cellFinished(dir)) throw new Error(`job ${id} succeeded but its run directory has no ok summary.json`);
+          counts.ok++;
+          line(`[${n}/${jobs.length}] ${cell.id}: job ${id} succeeded`);
+        } else {
+          counts.failed++;
+          failCell(dir, `job ${id} ${rec.state}: ${rec.error || "no reason given"}`);
+          line(`[${n}/${jobs.length}] ${cell.id}: job ${id} ${rec.state}: ${rec.error}`);
+        }
+      } catch (err) {
+        counts.failed++;
+        const msg = errorLine(err).replace(/^ps-train: /, "");
+        failCell(dir, msg);
+        line(`[${n}/${jobs.length}] ${cell.id}: ${msg}`);
+      }
+    }
+  } finally {
+    await client.close();
+  }
 }

@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,6 +7,8 @@ import { expandGrid, parseAxis } from "../../src/experiment/grid.js";
 import { chartSvg, ticks } from "../../src/experiment/plot.js";
 import { band } from "../../src/experiment/plots.js";
 import { meanStd, readResults } from "../../src/experiment/report.js";
+import { TestCluster } from "../helpers/cluster.js";
+import { haveRedisServer, TestRedis } from "../helpers/redis.js";
 import { tempDir } from "../helpers/run.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -125,6 +127,35 @@ describe("experiment grids", function () {
       assert.equal(b.status, 2, `${args.join(" ")}: ${b.stderr}`);
       assert.equal(b.stderr.trim().split("\n").length, 1, b.stderr);
       assert.match(b.stderr, pattern);
+    }
+  });
+
+  it("--redis runs the cells as jobs of a real cluster (redis-server, scheduler, agents) and fetches their run directories", async function () {
+    if (!haveRedisServer()) this.skip();
+    const redis = new TestRedis();
+    await redis.start();
+    const cluster = new TestCluster(redis.url);
+    try {
+      cluster.startScheduler();
+      for (let i = 0; i < 3; i++) cluster.startAgent();
+      const out = join(tempDir(), "exp");
+      const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, [CLI, "experiment", "--grid", "mode=sync,async", ...TINY, "--redis", redis.url, "--prefix", cluster.prefix, "--out", out], { stdio: ["ignore", "pipe", "pipe"] });
+        let stdout = "";
+        let stderr = "";
+        p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+        p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        p.on("exit", (status) => resolve({ status, stdout, stderr }));
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /submitted 2 jobs/);
+      const { rows } = readResults(out);
+      assert.deepEqual(rows.map((x) => x.status), ["ok", "ok"]);
+      assert.ok(rows.every((x) => x.summary!.steps === 8));
+      assert.match(readFileSync(join(out, "report.md"), "utf8"), /\| async \| 1\/1 \|/);
+    } finally {
+      await cluster.stop();
+      await redis.destroy();
     }
   });
 });
