@@ -124,14 +124,6 @@ Lists sweep every combination. --socket-buffer: SO_SNDBUF/SO_RCVBUF (0 = OS defa
 --young-gc: minor GC every B received (0 = off); --io-threads: libzmq I/O threads of the group's context (0 = the process's default context).
 `;
 
-function positiveIntsOrZero(s: string): number[] {
-  return s.split(",").map((x) => {
-    const n = Number(x.trim());
-    if (!Number.isInteger(n) || n < 0) throw new Error(`--io-threads: "${x}" is not a whole number`);
-    return n;
-  });
-}
-
 function sizeOrZero(s: string): number {
   return s.trim() === "0" ? 0 : parseSize(s);
 }
@@ -277,7 +269,7 @@ async function driver(): Promise<void> {
         for (const socketBufferBytes of values["socket-buffer"].split(",").map(sizeOrZero))
           for (const youngGcBytes of values["young-gc"].split(",").map(sizeOrZero))
             for (const N of workers)
-              for (const ioThreads of positiveIntsOrZero(values["io-threads"]))
+              for (const ioThreads of positiveInts(values["io-threads"], "io-threads", 0))
                 await group({ transport, algo, segmentBytes, socketBufferBytes, youngGcBytes, ioThreads, smallBytes, N, sizes, iters, warmup, seconds, malloc: values.malloc, maxForeign: Number(values["max-foreign"]), timeoutMs: Number(values["timeout-ms"]) });
 }
 

@@ -11,7 +11,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,32 +18,16 @@ import { parseArgs } from "node:util";
 import { JobClient } from "../src/cluster/redis/job-client.js";
 import type { JobRecord } from "../src/cluster/redis/job-record.js";
 import { DEFAULTS, type TrainConfig } from "../src/config/train-config.js";
+import { freePort } from "../src/util/free-port.js";
+import { quantiles } from "./bench-util.js";
 
 const CLI = fileURLToPath(new URL("../src/cli/main.js", import.meta.url));
 const AGENTS = 4;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function median(xs: number[]): number {
-  const t = [...xs].sort((a, b) => a - b);
-  const m = t.length >> 1;
-  return t.length % 2 ? t[m]! : (t[m - 1]! + t[m]!) / 2;
-}
-
 function stats(xs: number[]) {
-  const t = [...xs].sort((a, b) => a - b);
+  const q = quantiles(xs);
   const r = (v: number) => +v.toFixed(3);
-  return { n: t.length, median: r(median(t)), min: r(t[0]!), max: r(t[t.length - 1]!) };
+  return { n: xs.length, median: r(q.median), min: r(q.min), max: r(q.max) };
 }
 
 function tiny(over: Partial<TrainConfig> = {}): TrainConfig {

@@ -46,13 +46,14 @@ export function parseSize(s: string): number {
   return bytes;
 }
 
-export function positiveInts(s: string, what: string): number[] {
+/** A comma-separated list of integers >= min (1 by default). */
+export function positiveInts(s: string, what: string, min = 1): number[] {
   const xs = s
     .split(",")
     .map((x) => x.trim())
     .filter(Boolean)
     .map(Number);
-  for (const x of xs) if (!Number.isInteger(x) || x < 1) throw new Error(`--${what}: ${x} is not a positive integer`);
+  for (const x of xs) if (!Number.isInteger(x) || x < min) throw new Error(`--${what}: ${x} is not ${min === 1 ? "a positive integer" : `an integer >= ${min}`}`);
   return xs;
 }
 

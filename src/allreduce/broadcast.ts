@@ -1,5 +1,6 @@
+import { copyOf } from "./fold.js";
 import type { PeerGroup } from "./peer-group.js";
-import { f32Of } from "./reduce.js";
+import { f32View } from "../transport/frames.js";
 import { Phase } from "./wire.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 
@@ -21,8 +22,7 @@ export async function broadcast(g: PeerGroup, buf: Float32Array, root: number): 
   let payload: Buffer;
   let high = 1;
   if (vr === 0) {
-    payload = Buffer.allocUnsafe(buf.byteLength);
-    payload.set(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength));
+    payload = copyOf(buf);
   } else {
     while (high * 2 <= vr) high *= 2;
     const parent = real(vr - high);
@@ -30,7 +30,7 @@ export async function broadcast(g: PeerGroup, buf: Float32Array, root: number): 
     if (p === null || p.byteLength !== buf.byteLength) {
       throw new PsError(ErrorCode.BAD_MESSAGE, `rank ${r}: rank ${parent} broadcast ${p?.byteLength ?? 0} bytes where ${buf.byteLength} were due`);
     }
-    buf.set(f32Of(p));
+    buf.set(f32View(p));
     payload = p;
   }
   // Children vr + m for every power of two m above vr's highest bit, the largest subtree first.

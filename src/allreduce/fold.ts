@@ -1,5 +1,6 @@
 import type { PeerGroup } from "./peer-group.js";
-import { addInto, f32Of } from "./reduce.js";
+import { f32View } from "../transport/frames.js";
+import { addInto } from "../util/f32-kernels.js";
 import { Phase } from "./wire.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 
@@ -16,7 +17,7 @@ export function expectFloats(g: PeerGroup, p: Buffer | null, from: number, len: 
   if (p === null || p.byteLength !== len * 4) {
     throw new PsError(ErrorCode.BAD_MESSAGE, `rank ${g.rank}: rank ${from} sent ${p?.byteLength ?? 0} bytes where ${len * 4} were due (do all ranks reduce buffers of the same length?)`);
   }
-  return f32Of(p);
+  return f32View(p);
 }
 
 /**

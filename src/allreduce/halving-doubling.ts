@@ -1,6 +1,6 @@
 import type { PeerGroup } from "./peer-group.js";
 import { copyOf, expectFloats, foldIn, foldOut } from "./fold.js";
-import { addInto, divideBy } from "./reduce.js";
+import { addInto, divideBy } from "../util/f32-kernels.js";
 import { chunkStart, type ReduceOp } from "./ring.js";
 import { Phase } from "./wire.js";
 

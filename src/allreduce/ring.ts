@@ -1,6 +1,6 @@
 import type { PeerGroup } from "./peer-group.js";
 import { expectFloats } from "./fold.js";
-import { addInto, divideBy } from "./reduce.js";
+import { addInto, divideBy } from "../util/f32-kernels.js";
 import { Phase } from "./wire.js";
 
 export type ReduceOp = "sum" | "mean";

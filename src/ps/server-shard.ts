@@ -4,6 +4,7 @@ import type { ConsistencyMode, ShardClocks } from "../modes/mode.js";
 import { allFinite, f32View } from "../transport/frames.js";
 import { decodeHeader, DType, Flag, type Header, makeHeader, MsgType, typeName, WireError } from "../transport/header.js";
 import type { KeyRange } from "./key-range.js";
+import { addInto } from "../util/f32-kernels.js";
 import { learningRate } from "./lr-schedule.js";
 import { createOptimizer, type ShardOptimizer } from "./optimizer.js";
 
@@ -408,17 +409,4 @@ class ReplyBuffers {
     rb.readers--;
     if (rb.readers === 0 && rb !== this.current) this.free.push(rb.buf);
   }
-}
-
-/** a += b, unrolled by four. */
-function addInto(a: Float32Array, b: Float32Array): void {
-  const n = a.length;
-  let i = 0;
-  for (; i + 3 < n; i += 4) {
-    a[i] = a[i]! + b[i]!;
-    a[i + 1] = a[i + 1]! + b[i + 1]!;
-    a[i + 2] = a[i + 2]! + b[i + 2]!;
-    a[i + 3] = a[i + 3]! + b[i + 3]!;
-  }
-  for (; i < n; i++) a[i] = a[i]! + b[i]!;
 }
