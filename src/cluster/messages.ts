@@ -27,9 +27,14 @@ export interface ConfigMsg {
   evalInterval: number;
 }
 
+/** No periodic evaluation in the last half interval of a run: the final evaluation follows. */
+export function beforeFinalEval(g: number, evalInterval: number, totalSteps: number): boolean {
+  return g < totalSteps - evalInterval / 2;
+}
+
 /** The global steps after which an allreduce run stops for an exact evaluation (see ConfigMsg). */
 export function isEvalStep(g: number, evalInterval: number, totalSteps: number): boolean {
-  return evalInterval > 0 && g > 0 && g % evalInterval === 0 && g < totalSteps - evalInterval / 2;
+  return evalInterval > 0 && g > 0 && g % evalInterval === 0 && beforeFinalEval(g, evalInterval, totalSteps);
 }
 
 /** The coordinator's answer to a SNAPSHOT of an allreduce run: go on, or stop here (target reached). */

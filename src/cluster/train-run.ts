@@ -19,7 +19,7 @@ import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, ResumeMsg, SnapshotMsg, WorkerStats } from "./messages.js";
+import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
 export interface RunHooks {
   /** called at most every ~100 ms with the run's progress (the CLI draws its bar from it) */
@@ -214,8 +214,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, coordinator.failure]);
 
     // ---- training ----
-    /** no periodic evaluation in the last half interval: the final evaluation follows */
-    const periodic = (g: number) => g < totalSteps - evalInterval / 2;
+    // The same rule the workers of an allreduce run follow (messages.ts isEvalStep).
+    const periodic = (g: number) => beforeFinalEval(g, evalInterval, totalSteps);
     // Sync runs are evaluated at exact steps: the shards hold every read at the evaluation step,
     // so the evaluated weights (and an early stop) do not depend on timing.
     const exact = cfg.mode === "sync";
