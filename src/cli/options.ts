@@ -17,6 +17,7 @@ import yargs from "yargs";
 import type { Argv } from "yargs";
 import {
   ALLREDUCE_ALGO_NAMES,
+  ASYNC_LR_SCALES,
   BACKENDS,
   COMMS,
   DEFAULTS,
@@ -443,6 +444,13 @@ const FIELDS: FieldTable = {
     describe: "Raise the lr linearly from 0 over this many server steps; 0 = no warm-up (integer >= 0)",
     type: "number",
     parse: int(0),
+  },
+  asyncLrScale: {
+    group: "Optimizer",
+    describe: "async and ssp: the step of one arriving gradient: workers (lr / N), none (lr), staleness (lr / max(1, staleness))",
+    type: "string",
+    choices: ASYNC_LR_SCALES,
+    parse: choice(ASYNC_LR_SCALES),
   },
   // Run
   backend: {

@@ -24,6 +24,15 @@ export type CommName = (typeof COMMS)[number];
 export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling", "halving-doubling"] as const;
 export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
 
+/**
+ * How async and SSP scale the step of one worker's gradient (applied on arrival):
+ * `workers` lr / N (the default: N arrivals move the weights as far as one sync step),
+ * `none` the full lr per arrival (Downpour as first described), `staleness` lr / max(1, staleness)
+ * (Zhang et al., "Staleness-aware async-SGD", IJCAI 2016).
+ */
+export const ASYNC_LR_SCALES = ["workers", "none", "staleness"] as const;
+export type AsyncLrScale = (typeof ASYNC_LR_SCALES)[number];
+
 export interface OptimizerConfig {
   optimizer: OptimizerName;
   lr: number;
@@ -41,6 +50,8 @@ export interface OptimizerConfig {
   warmupSteps: number;
   /** total server steps, for the cosine schedule (resolved by the launcher) */
   totalSteps: number;
+  /** async and SSP: the step of one arriving gradient (see ASYNC_LR_SCALES) */
+  asyncLrScale: AsyncLrScale;
 }
 
 export interface TrainConfig extends OptimizerConfig {
@@ -128,4 +139,5 @@ export const DEFAULTS: TrainConfig = {
   lrGamma: 0.5,
   warmupSteps: 20,
   totalSteps: 0,
+  asyncLrScale: "workers",
 };

@@ -1,4 +1,4 @@
-import type { OptimizerConfig } from "../config/train-config.js";
+import type { AsyncLrScale, OptimizerConfig } from "../config/train-config.js";
 
 /**
  * Learning rate at progress t, measured in global steps (one global step = one gradient from
@@ -21,4 +21,19 @@ export function learningRate(cfg: OptimizerConfig, t: number): number {
     }
   }
   return lr;
+}
+
+/**
+ * The factor on the learning rate of one gradient applied on arrival (async and SSP) from one of
+ * `workers` workers at `staleness` (see ASYNC_LR_SCALES).
+ */
+export function asyncStepScale(scale: AsyncLrScale, workers: number, staleness: number): number {
+  switch (scale) {
+    case "workers":
+      return 1 / workers;
+    case "none":
+      return 1;
+    case "staleness":
+      return 1 / Math.max(1, staleness);
+  }
 }

@@ -5,7 +5,7 @@ import { allFinite, f32View } from "../transport/frames.js";
 import { decodeHeader, DType, Flag, type Header, makeHeader, MsgType, typeName, WireError } from "../transport/header.js";
 import type { KeyRange } from "./key-range.js";
 import { addInto } from "../util/f32-kernels.js";
-import { learningRate } from "./lr-schedule.js";
+import { asyncStepScale, learningRate } from "./lr-schedule.js";
 import { createOptimizer, type ShardOptimizer } from "./optimizer.js";
 
 /** A message to send: to the peer with routing id `to`. */
@@ -227,9 +227,10 @@ export class ServerShard implements ShardClocks {
     const staleness = this.version - h.version;
     this.staleness.add(staleness);
     if (this.opts.mode.pushPolicy === "apply") {
-      // One gradient is 1/N of a global step: scale the step (not the gradient) so that Adam,
-      // which is invariant to the gradient's scale, also moves 1/N as far per arrival.
-      this.optimizer.apply(this.weights, g, 1, learningRate(this.opts.optimizer, Math.floor(this.appliedGradients / this.workers)) / this.workers);
+      // By default one gradient is 1/N of a global step: scale the step (not the gradient) so
+      // that Adam, which is invariant to the gradient's scale, also moves 1/N as far per arrival.
+      const lr = learningRate(this.opts.optimizer, Math.floor(this.appliedGradients / this.workers));
+      this.optimizer.apply(this.weights, g, 1, lr * asyncStepScale(this.opts.optimizer.asyncLrScale, this.workers, staleness));
       this.appliedGradients++;
       this.version++;
     } else {

@@ -98,6 +98,7 @@ const SAMPLES: Record<string, [string, unknown]> = {
   lrStepSize: ["200", 200],
   lrGamma: ["0.1", 0.1],
   warmupSteps: ["10", 10],
+  asyncLrScale: ["staleness", "staleness"],
 };
 
 function sample(key: string): [string, unknown] {

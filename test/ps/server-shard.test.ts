@@ -42,6 +42,19 @@ describe("ServerShard", () => {
     });
   });
 
+  describe("--async-lr-scale", () => {
+    // Three pushes of g = 4 from 2 workers: staleness 0, 1 and 2 (none of them pulled since).
+    const steps = (scale: "workers" | "none" | "staleness") => {
+      const s = makeShard({ mode: "async", workers: 2, size: 1, optimizer: { ...sgd(1), asyncLrScale: scale } });
+      const out: number[] = [];
+      for (const [rank, clock] of [[0, 0], [1, 0], [0, 1]] as const) out.push(weightsOf(s.handle(peer(rank), pushPull(rank, clock, f32(4), { version: 0 }))[0]!)[0]!);
+      return out;
+    };
+    it("workers: every arrival is a step of lr / N", () => assert.deepEqual(steps("workers"), [-2, -4, -6]));
+    it("none: every arrival is a full step of lr", () => assert.deepEqual(steps("none"), [-4, -8, -12]));
+    it("staleness: a step of lr / max(1, staleness)", () => assert.deepEqual(steps("staleness"), [-4, -8, -10]));
+  });
+
   describe("reply buffers", () => {
     it("never rewrite a buffer a worker may still be receiving, and reuse it once the worker has moved on", () => {
       const s = makeShard({ mode: "async", workers: 2, size: 4, optimizer: sgd(1) });
