@@ -15,11 +15,17 @@ import { TRAIN_OPTIONS, trainOptions } from "./options.js";
 
 const TRAIN_NAMES = new Set<string>(TRAIN_OPTIONS.flatMap((o) => [o.flag, o.key]));
 
+/** Keys of an experiment file: the runs (base, grid, seeds) and, for docs/RESULTS.md, what it tests. */
+const FILE_KEYS = ["base", "grid", "seeds", "title", "description", "claim"];
+
 /** An experiment file: `base:` training options, `grid:` option -> list of values, `seeds:`. */
-interface ExperimentFile {
+export interface ExperimentFile {
   base: Record<string, unknown>;
   axes: Axis[];
   seeds: number | undefined;
+  title: string;
+  description: string;
+  claim: string;
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {
@@ -36,7 +42,8 @@ export function readExperimentFile(file: string): ExperimentFile {
     throw badOption(`experiment file ${JSON.stringify(file)}: cannot parse: ${(err as Error).message.split("\n")[0]}`);
   }
   if (!isRecord(doc)) throw badOption(`experiment file ${JSON.stringify(file)}: expected a mapping with base, grid and seeds`);
-  for (const k of Object.keys(doc)) if (!["base", "grid", "seeds", "description"].includes(k)) throw badOption(`experiment file ${JSON.stringify(file)}: unknown key "${k}" (base, grid, seeds, description)`);
+  for (const k of Object.keys(doc)) if (!FILE_KEYS.includes(k)) throw badOption(`experiment file ${JSON.stringify(file)}: unknown key "${k}" (${FILE_KEYS.join(", ")})`);
+  for (const k of ["title", "description", "claim"]) if (doc[k] !== undefined && typeof doc[k] !== "string") throw badOption(`experiment file ${JSON.stringify(file)}: ${k} must be text`);
   const base = doc["base"] ?? {};
   if (!isRecord(base)) throw badOption(`experiment file ${JSON.stringify(file)}: base must be a mapping of training options`);
   for (const k of Object.keys(base)) if (!TRAIN_NAMES.has(k)) throw badOption(`experiment file ${JSON.stringify(file)}: base: "${k}" is not a training option`);
@@ -47,7 +54,8 @@ export function readExperimentFile(file: string): ExperimentFile {
   if (seeds !== undefined && !(Number.isInteger(seeds) && (seeds as number) >= 1)) throw badOption(`experiment file ${JSON.stringify(file)}: seeds must be an integer >= 1`);
   const fileBase: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(base)) fileBase[k] = v === null ? "none" : String(v);
-  return { base: fileBase, axes, seeds: seeds as number | undefined };
+  const text = (k: string) => (typeof doc[k] === "string" ? doc[k].trim() : "");
+  return { base: fileBase, axes, seeds: seeds as number | undefined, title: text("title"), description: text("description"), claim: text("claim") };
 }
 
 export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
@@ -67,7 +75,7 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
         const a = argv as Record<string, unknown>;
         const out = typeof a["out"] === "string" ? a["out"] : "";
         if (!out) throw badOption("experiment: --out DIR is required (the experiment's folder; an existing one is resumed)");
-        const file = typeof a["file"] === "string" ? readExperimentFile(a["file"]) : { base: {}, axes: [], seeds: undefined };
+        const file = typeof a["file"] === "string" ? readExperimentFile(a["file"]) : { base: {}, axes: [], seeds: undefined, title: "", description: "", claim: "" };
         const flagAxes = ((a["grid"] as string[] | undefined) ?? []).map((s) => parseAxis(s));
         const axes = [...file.axes.filter((fa) => !flagAxes.some((f) => f.key === fa.key)), ...flagAxes];
         const seedsRaw = a["seeds"] ?? file.seeds ?? 1;

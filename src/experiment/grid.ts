@@ -95,7 +95,9 @@ export function expandGrid(base: Readonly<Record<string, unknown>>, axes: readon
         if (configs.has(key)) continue;
         configs.add(key);
       }
-      cells.push({ values, seed, id, config, skipReason });
+      // The kept cell of a set of same runs shows no staleness value when staleness means nothing.
+      const shown = config && config.mode !== "ssp" && "staleness" in values ? { ...values, staleness: "n/a" } : values;
+      cells.push({ values: shown, seed, id, config, skipReason });
     }
   }
   return cells;

@@ -38,6 +38,11 @@ describe("experiment grids", function () {
     assert.deepEqual([...new Set(run.map((c) => c.seed))], [7, 8]);
     assert.equal(new Set(cells.map((c) => c.id)).size, cells.length, "ids are unique");
     assert.ok(run.every((c) => c.config!.workers === 2 && c.config!.seed === c.seed));
+    assert.deepEqual(
+      [...new Set(run.filter((c) => c.values["comm"] === "ps").map((c) => `${c.values["mode"]} ${c.values["staleness"]}`))],
+      ["sync n/a", "async n/a", "ssp 1", "ssp 3"],
+      "a run that stands for several shows no staleness outside SSP",
+    );
     assert.throws(() => expandGrid({}, [parseAxis("mode=sync,fast")], 1, {}), /--mode must be one of/);
     assert.throws(() => expandGrid({}, [parseAxis("mode=sync"), parseAxis("mode=async")], 1, {}), /given twice/);
   });
