@@ -10,10 +10,11 @@ import { type Axis, expandGrid, parseAxis } from "../experiment/grid.js";
 import { writeReport } from "../experiment/report.js";
 import { type ClusterTarget, runGrid } from "../experiment/run-grid.js";
 import { checkRedisUrl } from "../cluster/redis/connection.js";
-import { badOption } from "../util/errors.js";
+import { badOption, PsError } from "../util/errors.js";
 import { TRAIN_OPTIONS, trainOptions } from "./options.js";
 
 const TRAIN_NAMES = new Set<string>(TRAIN_OPTIONS.flatMap((o) => [o.flag, o.key]));
+const OPTION_FLAG = new Map<string, string>(TRAIN_OPTIONS.flatMap((o) => [[o.flag, o.flag] as const, [o.key, o.flag] as const]));
 
 /** Keys of an experiment file: the runs (base, grid, seeds) and, for docs/RESULTS.md, what it tests. */
 const FILE_KEYS = ["base", "grid", "seeds", "title", "description", "claim"];
@@ -23,6 +24,8 @@ export interface ExperimentFile {
   base: Record<string, unknown>;
   axes: Axis[];
   seeds: number | undefined;
+  /** the line of each option the file sets (flag name -> 1-based line), for error messages */
+  lines: Map<string, number>;
   title: string;
   description: string;
   claim: string;
@@ -30,6 +33,15 @@ export interface ExperimentFile {
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** 1-based line of `key:` in the file, looked for from the line of the top-level `section:` on. */
+function lineOf(lines: readonly string[], section: string, key: string): number | null {
+  const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const from = Math.max(0, lines.findIndex((l) => new RegExp(`^${esc(section)}\\s*:`).test(l)));
+  const re = new RegExp(`(^|[\\s{,])["']?${esc(key)}["']?\\s*:`);
+  for (let i = from; i < lines.length; i++) if (re.test(lines[i]!.replace(/#.*$/, ""))) return i + 1;
+  return null;
 }
 
 export function readExperimentFile(file: string): ExperimentFile {
@@ -46,16 +58,41 @@ export function readExperimentFile(file: string): ExperimentFile {
   for (const k of ["title", "description", "claim"]) if (doc[k] !== undefined && typeof doc[k] !== "string") throw badOption(`experiment file ${JSON.stringify(file)}: ${k} must be text`);
   const base = doc["base"] ?? {};
   if (!isRecord(base)) throw badOption(`experiment file ${JSON.stringify(file)}: base must be a mapping of training options`);
-  for (const k of Object.keys(base)) if (!TRAIN_NAMES.has(k)) throw badOption(`experiment file ${JSON.stringify(file)}: base: "${k}" is not a training option`);
+  const text = readFileSync(file, "utf8").split(/\r?\n/);
+  const at = (section: string, k: string) => {
+    const n = lineOf(text, section, k);
+    return n !== null ? `${file} line ${n}` : `${file}: ${section}`;
+  };
+  for (const k of Object.keys(base)) if (!TRAIN_NAMES.has(k)) throw badOption(`${at("base", k)}: "${k}" is not a training option (see ps-train --help)`);
   const grid = doc["grid"] ?? {};
   if (!isRecord(grid)) throw badOption(`experiment file ${JSON.stringify(file)}: grid must map option names to lists of values`);
-  const axes = Object.entries(grid).map(([k, v]) => parseAxis(`${k}=${(Array.isArray(v) ? v : [v]).map((x) => (x === null ? "none" : String(x))).join(",")}`, `${file}: grid`));
+  const axes = Object.entries(grid).map(([k, v]) => parseAxis(`${k}=${(Array.isArray(v) ? v : [v]).map((x) => (x === null ? "none" : String(x))).join(",")}`, at("grid", k)));
+  const lines = new Map<string, number>();
+  for (const [section, keys] of [["base", Object.keys(base)], ["grid", Object.keys(grid)]] as const) {
+    for (const k of keys) {
+      const n = lineOf(text, section, k);
+      const flag = OPTION_FLAG.get(k);
+      if (n !== null && flag) lines.set(flag, n);
+    }
+  }
   const seeds = doc["seeds"];
   if (seeds !== undefined && !(Number.isInteger(seeds) && (seeds as number) >= 1)) throw badOption(`experiment file ${JSON.stringify(file)}: seeds must be an integer >= 1`);
   const fileBase: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(base)) fileBase[k] = v === null ? "none" : String(v);
-  const text = (k: string) => (typeof doc[k] === "string" ? doc[k].trim() : "");
-  return { base: fileBase, axes, seeds: seeds as number | undefined, title: text("title"), description: text("description"), claim: text("claim") };
+  const prose = (k: string) => (typeof doc[k] === "string" ? doc[k].trim() : "");
+  return { base: fileBase, axes, seeds: seeds as number | undefined, lines, title: prose("title"), description: prose("description"), claim: prose("claim") };
+}
+
+/** A bad value of an option the experiment file sets gets the file's line in front of its message. */
+function withFileLine<T>(file: string, lines: ReadonlyMap<string, number>, f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    const flag = err instanceof PsError ? /--([a-z0-9-]+)/.exec(err.message)?.[1] : undefined;
+    const n = flag !== undefined ? lines.get(flag) : undefined;
+    if (err instanceof PsError && n !== undefined) throw new PsError(err.code, `${file} line ${n}: ${err.message}`);
+    throw err;
+  }
 }
 
 export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
@@ -75,7 +112,7 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
         const a = argv as Record<string, unknown>;
         const out = typeof a["out"] === "string" ? a["out"] : "";
         if (!out) throw badOption("experiment: --out DIR is required (the experiment's folder; an existing one is resumed)");
-        const file = typeof a["file"] === "string" ? readExperimentFile(a["file"]) : { base: {}, axes: [], seeds: undefined, title: "", description: "", claim: "" };
+        const file = typeof a["file"] === "string" ? readExperimentFile(a["file"]) : { base: {}, axes: [], seeds: undefined, lines: new Map<string, number>(), title: "", description: "", claim: "" };
         const flagAxes = ((a["grid"] as string[] | undefined) ?? []).map((s) => parseAxis(s));
         const axes = [...file.axes.filter((fa) => !flagAxes.some((f) => f.key === fa.key)), ...flagAxes];
         const seedsRaw = a["seeds"] ?? file.seeds ?? 1;
@@ -88,7 +125,7 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
           if (v !== undefined && o.key !== "out") flags[o.flag] = Array.isArray(v) ? v[v.length - 1] : v;
         }
         const base = { ...file.base, ...flags, ...(a["config"] !== undefined ? { config: a["config"] } : {}) };
-        const cells = expandGrid(base, axes, seeds);
+        const cells = withFileLine(typeof a["file"] === "string" ? a["file"] : "", file.lines, () => expandGrid(base, axes, seeds));
         process.stderr.write(`experiment: ${cells.length} runs (${axes.map((x) => `${x.flag} × ${x.values.length}`).join(", ") || "no axes"}, ${seeds} seed${seeds > 1 ? "s" : ""}) into ${out}\n`);
         let cluster: ClusterTarget | null = null;
         if (a["redis"] !== undefined) {

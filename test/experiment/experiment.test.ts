@@ -114,7 +114,7 @@ describe("experiment grids", function () {
     assert.match(readFileSync(join(out, "report.md"), "utf8"), /# Experiment report/);
   });
 
-  it("an experiment file gives base options, axes and seeds; bad input is one line and exit 2", () => {
+  it("an experiment file gives base options, axes and seeds; bad input is one line naming the file's line, and exit 2", () => {
     const dir = tempDir();
     const file = join(dir, "e.yaml");
     writeFileSync(file, "base:\n  dataset: synthetic\n  model: logreg\n  max-steps: 5\n  backend: cpu\ngrid:\n  mode: [sync, ssp]\nseeds: 1\n");
@@ -122,11 +122,20 @@ describe("experiment grids", function () {
     const r = run(["experiment", file, "--out", out, "--log-level", "silent"]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /2 finished/);
+    let nBad = 0;
+    const bad = (text: string) => {
+      const f = join(dir, `bad-${nBad++}.yaml`);
+      writeFileSync(f, text);
+      return f;
+    };
     for (const [args, pattern] of [
       [["experiment", "--grid", "mode=fast", "--out", join(dir, "x")], /--mode must be one of/],
       [["experiment", "--grid", "mode=sync"], /--out DIR is required/],
       [["experiment", join(dir, "missing.yaml"), "--out", join(dir, "x")], /no such file/],
       [["report", join(dir, "nothing")], /no grid.json/],
+      [["experiment", bad("base:\n  workers: 2\n  bach-size: 3\n"), "--out", join(dir, "x")], /line 3: "bach-size" is not a training option/],
+      [["experiment", bad("base: { workers: 2, batch-size: -1 }\ngrid:\n  mode: [sync]\n"), "--out", join(dir, "x")], /line 1: --batch-size must be an integer >= 1/],
+      [["experiment", bad("# modes\ngrid:\n  mode: [sync, fast]\n"), "--out", join(dir, "x")], /line 3: --mode must be one of/],
     ] as [string[], RegExp][]) {
       const b = run(args);
       assert.equal(b.status, 2, `${args.join(" ")}: ${b.stderr}`);
