@@ -490,7 +490,7 @@ const FIELDS: FieldTable = {
   heartbeatTimeout: {
     group: "Run",
     describe:
-      "A role process that sends no heartbeat for this many ms is lost, and a sync/SSP step waiting this long is reported as stalled; 0 = max(--timeout-ms, 5 x --heartbeat-ms) (integer >= 0, > --heartbeat-ms)",
+      "A role process that sends no heartbeat for this many ms is lost, and a sync/SSP step waiting this long is reported as stalled; 0 = max(--timeout-ms / 2, 5 x --heartbeat-ms) (integer >= 0, > --heartbeat-ms)",
     type: "number",
     parse: int(0),
   },

@@ -25,6 +25,8 @@ export interface ConfigMsg {
    * and all wait for the coordinator's RESUME; 0 = never
    */
   evalInterval: number;
+  /** --on-worker-failure wait: this worker replaces a lost one and joins at the shards' current clock */
+  replacement?: boolean;
 }
 
 /** No periodic evaluation in the last half interval of a run: the final evaluation follows. */

@@ -89,7 +89,7 @@ export interface TrainConfig extends OptimizerConfig {
   /** deadline for any single wait (rendezvous, a reply, a barrier), in ms */
   timeoutMs: number;
   heartbeatMs: number;
-  /** a role process silent for this long is lost (0: max(timeoutMs, 5 x heartbeatMs)); also when a stall is reported */
+  /** a role process silent for this long is lost (0: max(timeoutMs / 2, 5 x heartbeatMs)); also when a stall is reported */
   heartbeatTimeout: number;
   /** a dead worker: abort the run, shrink (go on without it) or wait (start a replacement for its rank) */
   onWorkerFailure: WorkerFailurePolicy;
@@ -148,5 +148,7 @@ export const DEFAULTS: TrainConfig = {
 
 /** How long a role process may stay silent before it counts as lost (and a waiting step as stalled). */
 export function heartbeatTimeoutOf(cfg: Pick<TrainConfig, "heartbeatTimeout" | "timeoutMs" | "heartbeatMs">): number {
-  return cfg.heartbeatTimeout > 0 ? cfg.heartbeatTimeout : Math.max(cfg.timeoutMs, 5 * cfg.heartbeatMs);
+  // Below the deadline of a single wait by default, so that a worker that hangs is let go
+  // (--on-worker-failure shrink|wait) before the others' own waits for it expire.
+  return cfg.heartbeatTimeout > 0 ? cfg.heartbeatTimeout : Math.max(Math.ceil(cfg.timeoutMs / 2), 5 * cfg.heartbeatMs);
 }

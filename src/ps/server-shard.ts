@@ -271,7 +271,9 @@ export class ServerShard implements ShardClocks {
 
   /** A replacement takes `rank` from `clock` on; false when this shard is already past that clock (sync). */
   join(rank: number, clock: number): boolean {
-    if (this.live[rank]) return this.clocks[rank] === clock;
+    // A rank that is live and has pushed since it joined is not replaced; one that has not (an
+    // earlier round of the same replacement's join) may be registered again at a later clock.
+    if (this.live[rank] && this.clocks[rank] !== this.joinAt[rank]) return this.clocks[rank] === clock;
     if (this.opts.mode.pushPolicy === "aggregate" && clock <= this.version) return false;
     this.live[rank] = true;
     this.clocks[rank] = clock;

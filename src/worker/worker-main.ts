@@ -36,13 +36,20 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   const weights = new Float32Array(model.size);
   const gradient = new Float32Array(model.size);
   let exchange: GradientExchange;
+  // A replacement (--on-worker-failure wait) starts at the clock the shards let it join at.
+  let firstStep = 0;
   if (cfg.comm === "allreduce") {
     exchange = await AllreduceExchange.join(control, cfgMsg, initFrame, weights, gradient, model.params);
   } else {
     const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
     const map = mapMsg.body as MapMsg;
     const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
-    await client.pull(0);
+    if (cfgMsg.replacement === true) {
+      firstStep = await client.join();
+      if (batcher.stepsPerEpoch > 0) batcher.startEpoch(Math.floor(firstStep / batcher.stepsPerEpoch));
+    }
+    // A replacement that joins after the last step has nothing left to do (and nothing to read).
+    if (firstStep < cfgMsg.stepsPerWorker) await client.pull(firstStep);
     exchange = client;
   }
   await control.send(MsgType.READY, { shardSize: mine.length });
@@ -64,7 +71,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     await control.send(MsgType.PROGRESS, msg);
   };
 
-  for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
+  for (let step = firstStep; step < cfgMsg.stepsPerWorker; step++) {
     const batch = batcher.nextBatch();
     const c0 = performance.now();
     model.setWeights(weights);

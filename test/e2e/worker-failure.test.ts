@@ -1,0 +1,106 @@
+import { strict as assert } from "node:assert";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ModeName, WorkerFailurePolicy } from "../../src/config/train-config.js";
+import type { Summary } from "../../src/cluster/train-run.js";
+import { smallConfig, train } from "../helpers/run.js";
+
+interface ProcessInfo {
+  role: string;
+  rank: number;
+  pid: number;
+}
+
+async function until<T>(what: string, f: () => T | undefined, deadlineMs = 60_000): Promise<T> {
+  const end = Date.now() + deadlineMs;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`${what} never happened`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** The role processes, once config.json is written. */
+function processesOf(out: string): Promise<ProcessInfo[]> {
+  const file = join(out, "config.json");
+  return until("config.json", () => (existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as { cluster: { processes: ProcessInfo[] } }).cluster.processes : undefined));
+}
+
+/** Wait until `rank` has reported at least `steps` steps in metrics.jsonl. */
+function stepsReported(out: string, rank: number, steps: number): Promise<true> {
+  const file = join(out, "metrics.jsonl");
+  return until(`worker ${rank} reporting ${steps} steps`, () => {
+    if (!existsSync(file)) return undefined;
+    let n = 0;
+    for (const line of readFileSync(file, "utf8").split("\n")) if (line.includes(`"type":"step","worker":${rank},`)) n++;
+    return n >= steps ? true : undefined;
+  });
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function noneAlive(pids: number[]): Promise<void> {
+  // The run has returned: every process it started must be gone (give the OS a moment to reap).
+  const end = Date.now() + 5000;
+  while (pids.some(alive) && Date.now() < end) await new Promise((r) => setTimeout(r, 25));
+  for (const pid of pids) assert.ok(!alive(pid), `pid ${pid} was left running`);
+}
+
+const STEPS = 240;
+
+describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function () {
+  this.timeout(180_000);
+
+  for (const mode of ["sync", "ssp", "async"] as ModeName[]) {
+    for (const policy of ["shrink", "wait", "abort"] as WorkerFailurePolicy[]) {
+      it(`${mode}, ${policy}: ${policy === "abort" ? "the run fails naming worker 1" : "the run finishes and records the failure"}; no process is left behind`, async () => {
+        const cfg = smallConfig({ mode, staleness: 2, workers: 3, servers: 2, maxSteps: STEPS, slow: { 0: 3 }, onWorkerFailure: policy, replaceTimeout: 60_000 });
+        const run = train(cfg);
+        run.catch(() => undefined);
+        const procs = await processesOf(cfg.out);
+        await stepsReported(cfg.out, 1, 20);
+        const victim = procs.find((p) => p.role === "worker" && p.rank === 1)!;
+        process.kill(victim.pid, "SIGKILL");
+        if (policy === "abort") {
+          await assert.rejects(run, /worker 1 \(pid \d+\) was killed by SIGKILL/);
+          const failed = JSON.parse(readFileSync(join(cfg.out, "summary.json"), "utf8")) as { status: string; error: string };
+          assert.equal(failed.status, "failed");
+          assert.match(failed.error, /worker 1/);
+          await noneAlive(procs.map((p) => p.pid));
+          return;
+        }
+        const summary: Summary = await run;
+        assert.equal(summary.status, "ok");
+        assert.equal(summary.workerFailures.length, 1);
+        const f = summary.workerFailures[0]!;
+        assert.equal(f.rank, 1);
+        assert.equal(f.policy, policy);
+        assert.match(f.error, /worker 1 \(pid \d+\) was killed by SIGKILL/);
+        assert.ok(f.atStep >= 20 && f.atStep < STEPS, `lost at step ${f.atStep}`);
+        const ranks = summary.workerStats.map((w) => w.rank);
+        for (const w of summary.workerStats) if (w.rank !== 1) assert.equal(w.steps, STEPS, `worker ${w.rank} took every step`);
+        if (policy === "shrink") {
+          assert.deepEqual(ranks, [0, 2]);
+          assert.equal(summary.workersAtEnd, 2);
+        } else {
+          assert.equal(f.replaced, true);
+          assert.ok(f.replacementPid !== undefined);
+          assert.deepEqual(ranks, [0, 1, 2]);
+          assert.equal(summary.workersAtEnd, 3);
+          const r1 = summary.workerStats.find((w) => w.rank === 1)!;
+          assert.ok(r1.steps < STEPS, "the replacement resumed at the current clock, not at 0");
+        }
+        assert.ok(Number.isFinite(summary.testLoss));
+        await noneAlive([...procs.map((p) => p.pid), ...(f.replacementPid !== undefined ? [f.replacementPid] : [])]);
+      });
+    }
+  }
+});
