@@ -59,13 +59,12 @@ export class ParameterClient implements GradientExchange {
     for (let i = 0; i < attempts; i++) {
       const proposals = await Promise.all(this.shards.map((_, k) => ask(k, 0, false)));
       const clock = Math.max(...proposals.map((r) => r.header.clock));
-      try {
-        await Promise.all(this.shards.map((_, k) => ask(k, clock, true)));
-        return clock;
-      } catch (err) {
-        if (!(err instanceof RemoteError) || err.reason !== "join-late") throw err;
-        lastRefusal = err.message;
-      }
+      // Every shard answers before the next round (each client has one request in flight at most).
+      const commits = await Promise.allSettled(this.shards.map((_, k) => ask(k, clock, true)));
+      const refused = commits.flatMap((c) => (c.status === "rejected" ? [c.reason as unknown] : []));
+      if (refused.length === 0) return clock;
+      for (const err of refused) if (!(err instanceof RemoteError) || err.reason !== "join-late") throw err;
+      lastRefusal = (refused[0] as RemoteError).message;
     }
     throw new PsError(ErrorCode.TIMEOUT, `worker ${this.rank}: could not join the shards in ${attempts} rounds (${lastRefusal})`);
   }

@@ -54,7 +54,9 @@ async function noneAlive(pids: number[]): Promise<void> {
   for (const pid of pids) assert.ok(!alive(pid), `pid ${pid} was left running`);
 }
 
-const STEPS = 240;
+// Long enough that a replacement (a new process: Node, the dataset, the backend) joins well before
+// the others finish; worker 0 is a straggler that sleeps, so the run is long without using the CPU.
+const STEPS = 400;
 
 describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function () {
   this.timeout(180_000);
@@ -62,7 +64,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
   for (const mode of ["sync", "ssp", "async"] as ModeName[]) {
     for (const policy of ["shrink", "wait", "abort"] as WorkerFailurePolicy[]) {
       it(`${mode}, ${policy}: ${policy === "abort" ? "the run fails naming worker 1" : "the run finishes and records the failure"}; no process is left behind`, async () => {
-        const cfg = smallConfig({ mode, staleness: 2, workers: 3, servers: 2, maxSteps: STEPS, slow: { 0: 3 }, onWorkerFailure: policy, replaceTimeout: 60_000 });
+        const cfg = smallConfig({ mode, staleness: 2, workers: 3, servers: 2, maxSteps: STEPS, slow: { 0: 10 }, onWorkerFailure: policy, replaceTimeout: 60_000 });
         const run = train(cfg);
         run.catch(() => undefined);
         const procs = await processesOf(cfg.out);
@@ -96,11 +98,25 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
           assert.deepEqual(ranks, [0, 1, 2]);
           assert.equal(summary.workersAtEnd, 3);
           const r1 = summary.workerStats.find((w) => w.rank === 1)!;
-          assert.ok(r1.steps < STEPS, "the replacement resumed at the current clock, not at 0");
+          assert.ok(r1.steps > 0 && r1.steps < STEPS, `the replacement resumed at the current clock, not at 0 (it took ${r1.steps} steps)`);
         }
         assert.ok(Number.isFinite(summary.testLoss));
         await noneAlive([...procs.map((p) => p.pid), ...(f.replacementPid !== undefined ? [f.replacementPid] : [])]);
       });
     }
   }
+
+  it("sync: a read held past --heartbeat-timeout is reported with the rank it waits for and its clock", async () => {
+    // Worker 0 sleeps 1000x its compute time every step (seconds here) while it heartbeats: a
+    // straggler, not a failure. The timeout is well above an event-loop stall, well below a step.
+    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 3, slow: { 0: 1000 }, heartbeatMs: 100, heartbeatTimeout: 400 });
+    const summary = await train(cfg);
+    assert.equal(summary.workerFailures.length, 0, "a straggler that heartbeats is not lost");
+    assert.ok(summary.stallReports.length >= 1, "at least one stall was reported");
+    const r = summary.stallReports[0]!;
+    assert.equal(r.reader, 1);
+    assert.ok(r.waitedMs >= 400);
+    assert.deepEqual(r.waitingOn.map((w) => w.rank), [0]);
+    assert.equal(r.waitingOn[0]!.clock, r.clock - 1, "worker 0 has not pushed the clock worker 1 waits on");
+  });
 });
