@@ -19,6 +19,7 @@ import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
+import { reformPeerGroup } from "../allreduce/elastic.js";
 import { type WorkerFailureRecord, WorkerFailures } from "./worker-failures.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
@@ -240,7 +241,14 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
     // Worker failures: the shards learn that a rank left on sockets of their own (the evaluator's may be busy).
     for (const s of map.servers) memberClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
-    if (!allreduce) {
+    if (allreduce) {
+      // Elastic allreduce: the survivors re-form the peer group without the lost worker.
+      let gen = 0;
+      failures.onLeft = async () => {
+        gen++;
+        await reformPeerGroup(coordinator, { gen, ranks: failures.liveRanks(), timeoutMs: cfg.timeoutMs, isDone: (r) => done.has(r), log });
+      };
+    } else {
       failures.onLeft = async (rank) => {
         const body = Buffer.from(JSON.stringify({ rank }));
         await Promise.all(memberClients.map((c) => c.request(makeHeader(MsgType.WORKER_LEFT, { runId, rank: -1, dtype: DType.JSON, byteLength: body.byteLength }), [body])));
@@ -535,6 +543,8 @@ interface RunEvaluator {
 class AllreduceEvaluator implements RunEvaluator {
   readonly weights: Float32Array;
   private haveFinal = false;
+  /** the step of the last snapshot evaluated */
+  private step = 0;
 
   constructor(
     private readonly model: FlatModel,
@@ -563,20 +573,28 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   async snapshotAt(g: number, timeoutMs: number): Promise<void> {
-    const ev = await this.coordinator.next([MsgType.SNAPSHOT], timeoutMs);
-    if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
-    const step = (ev.body as SnapshotMsg | null)?.step;
-    if (ev.peer.rank !== 0 || step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected worker 0's weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
-    this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const remaining = deadline - Date.now();
+      const ev = remaining > 0 ? await this.coordinator.next([MsgType.SNAPSHOT], remaining) : null;
+      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
+      const step = (ev.body as SnapshotMsg | null)?.step;
+      // Rank 0 of the group sends them; after an elastic rollback it may send an evaluated step again.
+      if (typeof step === "number" && step < g) continue;
+      if (step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected the weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
+      this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+      this.step = g;
+      return;
+    }
   }
 
   async resumeAt(): Promise<void> {
-    const go: ResumeMsg = { stop: false };
+    const go: ResumeMsg = { stop: false, step: this.step };
     await this.coordinator.broadcast("worker", MsgType.RESUME, go);
   }
 
   async stopShards(): Promise<void> {
-    const stop: ResumeMsg = { stop: true };
+    const stop: ResumeMsg = { stop: true, step: this.step };
     await this.coordinator.broadcast("worker", MsgType.RESUME, stop);
   }
 
@@ -586,7 +604,8 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   onDone(ev: ControlEvent): void {
-    if (ev.peer.rank !== 0) return;
+    // The final weights come with the DONE of rank 0 of the group (worker 0 unless it was lost).
+    if (ev.frames[1] === undefined) return;
     this.absorb(ev.frames[1], "DONE");
     this.haveFinal = true;
   }

@@ -83,6 +83,12 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       c1 = performance.now();
     }
     const r = await exchange.step(step, gradient);
+    if (r.redoFrom !== undefined) {
+      // Elastic allreduce: this step's collective failed and the survivors rolled back.
+      if (r.stopping) break;
+      step = r.redoFrom - 1;
+      continue;
+    }
     const c2 = performance.now();
     computeMs += c1 - c0;
     commMs += c2 - c1;

@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ModeName, WorkerFailurePolicy } from "../../src/config/train-config.js";
@@ -109,7 +110,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
   it("sync: a read held past --heartbeat-timeout is reported with the rank it waits for and its clock", async () => {
     // Worker 0 sleeps 1000x its compute time every step (seconds here) while it heartbeats: a
     // straggler, not a failure. The timeout is well above an event-loop stall, well below a step.
-    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 3, slow: { 0: 1000 }, heartbeatMs: 100, heartbeatTimeout: 400 });
+    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: 1000 }, heartbeatMs: 100, heartbeatTimeout: 400 });
     const summary = await train(cfg);
     assert.equal(summary.workerFailures.length, 0, "a straggler that heartbeats is not lost");
     assert.ok(summary.stallReports.length >= 1, "at least one stall was reported");
@@ -119,4 +120,31 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
     assert.deepEqual(r.waitingOn.map((w) => w.rank), [0]);
     assert.equal(r.waitingOn[0]!.clock, r.clock - 1, "worker 0 has not pushed the clock worker 1 waits on");
   });
+
+  for (const victimRank of [1, 0]) {
+    it(`allreduce, shrink: worker ${victimRank} killed, the survivors re-form the ring and end with bit-identical weights`, async () => {
+      // Evaluations every 25 steps, so that the failure may land next to one (their verdicts survive a rollback).
+      const cfg = smallConfig({ mode: "sync", comm: "allreduce", workers: 3, maxSteps: STEPS, evalEvery: 25, slow: { 2: 10 }, onWorkerFailure: "shrink" });
+      const run = train(cfg);
+      run.catch(() => undefined);
+      const procs = await processesOf(cfg.out);
+      await stepsReported(cfg.out, victimRank, 20);
+      const victim = procs.find((p) => p.role === "worker" && p.rank === victimRank)!;
+      process.kill(victim.pid, "SIGKILL");
+      const summary: Summary = await run;
+      assert.equal(summary.status, "ok");
+      assert.equal(summary.workerFailures.length, 1);
+      assert.equal(summary.workerFailures[0]!.rank, victimRank);
+      const survivors = summary.workerStats;
+      assert.deepEqual(survivors.map((w) => w.rank), [0, 1, 2].filter((r) => r !== victimRank));
+      for (const w of survivors) assert.equal(w.steps, STEPS, `worker ${w.rank} finished every step`);
+      const sha = survivors[0]!.weightsSha256;
+      assert.ok(sha);
+      for (const w of survivors) assert.equal(w.weightsSha256, sha, `worker ${w.rank}'s weights are bit-identical to worker ${survivors[0]!.rank}'s`);
+      const saved = createHash("sha256").update(readFileSync(join(cfg.out, "model", "weights.bin"))).digest("hex");
+      assert.equal(saved, sha, "the saved model is the survivors' weights");
+      assert.ok(summary.testAccuracy > 0.5, `accuracy ${summary.testAccuracy}`);
+      await noneAlive(procs.map((p) => p.pid));
+    });
+  }
 });
