@@ -85,6 +85,10 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     const r = await exchange.step(step, gradient);
     if (r.redoFrom !== undefined) {
       // Elastic allreduce: this step's collective failed and the survivors rolled back.
+      // Steps after the rollback point are done again: count them once.
+      const undone = step - r.redoFrom;
+      steps -= undone;
+      samples -= undone * batcher.batchSize;
       if (r.stopping) break;
       step = r.redoFrom - 1;
       continue;
