@@ -147,4 +147,20 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
       await noneAlive(procs.map((p) => p.pid));
     });
   }
+
+  it("sync, shrink: a worker stopped with SIGSTOP is lost after --heartbeat-timeout, killed, and the others finish", async () => {
+    const cfg = smallConfig({ mode: "sync", workers: 3, maxSteps: STEPS, slow: { 0: 10 }, heartbeatMs: 100, heartbeatTimeout: 1500, onWorkerFailure: "shrink" });
+    const run = train(cfg);
+    run.catch(() => undefined);
+    const procs = await processesOf(cfg.out);
+    await stepsReported(cfg.out, 2, 20);
+    const victim = procs.find((p) => p.role === "worker" && p.rank === 2)!;
+    process.kill(victim.pid, "SIGSTOP");
+    const summary: Summary = await run;
+    assert.equal(summary.workerFailures.length, 1);
+    assert.equal(summary.workerFailures[0]!.rank, 2);
+    assert.match(summary.workerFailures[0]!.error, /worker 2 \(pid \d+\) sent no heartbeat for \d+ ms/);
+    assert.deepEqual(summary.workerStats.map((w) => [w.rank, w.steps]), [[0, STEPS], [1, STEPS]]);
+    await noneAlive(procs.map((p) => p.pid));
+  });
 });
