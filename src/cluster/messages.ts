@@ -57,6 +57,11 @@ export interface ElasticMsg {
   step?: number;
 }
 
+/** Coordinator -> worker (--on-worker-failure shrink): the workers still in the run, by rank. */
+export interface MembersMsg {
+  live: number[];
+}
+
 /** Coordinator -> worker: the new group: this worker's rank in it, its size, and the step all roll back to. */
 export interface ReformMsg {
   gen: number;
@@ -111,6 +116,8 @@ export interface WorkerStats {
   commSeconds: number;
   slowFactor: number;
   stoppedEarly: boolean;
+  /** samples in this worker's data shard at the end (more than at the start after a shrink re-partitioned the data) */
+  shardSize?: number;
   /** allreduce runs: sha256 of this worker's final weights (every worker's must be the same) */
   weightsSha256?: string;
 }

@@ -3,7 +3,7 @@ import { MsgType } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import type { Coordinator } from "./coordinator.js";
 import type { RoleLauncher } from "./launcher.js";
-import type { ConfigMsg, MapMsg } from "./messages.js";
+import type { ConfigMsg, MapMsg, MembersMsg } from "./messages.js";
 
 /** One worker failure as summary.json records it. */
 export interface WorkerFailureRecord {
@@ -131,9 +131,11 @@ export class WorkerFailures {
       coordinator.fail(new PsError(ErrorCode.PEER_LOST, `no worker is left (--on-worker-failure shrink); the last one lost: ${err.message}`));
       return true;
     }
-    // The shards (or the peer group) stop waiting for it first, in the order of the failures.
+    // The shards (or the peer group) stop waiting for it first, in the order of the failures;
+    // under shrink the survivors then learn who is left, to share the data from their next epoch.
     this.chain = this.chain
       .then(() => this.onLeft?.(rank))
+      .then(() => (this.o.policy === "shrink" ? this.announceMembers() : undefined))
       .catch((e: unknown) => coordinator.fail(e instanceof Error ? e : new Error(String(e))));
     if (this.o.policy === "wait") {
       const n = this.replacements.get(rank)!;
@@ -180,6 +182,12 @@ export class WorkerFailures {
     rec.replaced = true;
     this.o.log("replacement joined", { rank, replacement: n, pid: hello.peer.pid, ms: Date.now() - t0 });
     this.signal();
+  }
+
+  private async announceMembers(): Promise<void> {
+    const live = this.liveRanks();
+    const msg: MembersMsg = { live };
+    for (const r of live) if (!this.o.isDone(r)) await this.o.coordinator.send("worker", r, MsgType.MEMBERS, msg).catch(() => undefined);
   }
 
   /** Wait until every notification about lost ranks has been delivered. */

@@ -47,6 +47,8 @@ export const MsgType = {
   ELASTIC: 43,
   /** coordinator -> allreduce worker: the new membership of the peer group (JSON ReformMsg) */
   REFORM: 44,
+  /** coordinator -> worker (shrink): the ranks still in the run (JSON MembersMsg); data is re-partitioned among them */
+  MEMBERS: 45,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]));

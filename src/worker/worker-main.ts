@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg, MembersMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
 import { ShardBatcher } from "../data/batcher.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -29,7 +29,17 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   const parts = partitionIndices(data.trainY, data.trainCount, cfg.workers, cfg.partition, cfg.seed, data.task);
   const mine = parts[rank];
   if (!mine) throw new Error(`worker ${rank}: no data shard`);
-  const batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank));
+  let batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank));
+  // --on-worker-failure shrink: from its next epoch on, a survivor takes its part of the whole
+  // training set split among the workers still in the run (the latest MEMBERS message).
+  const repartition = () => {
+    let latest: MembersMsg | null = null;
+    for (let m = control.poll(MsgType.MEMBERS); m; m = control.poll(MsgType.MEMBERS)) latest = m.body as MembersMsg;
+    const index = latest?.live.indexOf(rank) ?? -1;
+    if (!latest || index < 0) return;
+    const part = partitionIndices(data.trainY, data.trainCount, latest.live.length, cfg.partition, cfg.seed, data.task)[index];
+    if (part) batcher = new ShardBatcher(data, part, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank), batcher.epoch + 1);
+  };
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
   if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
 
@@ -73,6 +83,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
 
   for (let step = firstStep; step < cfgMsg.stepsPerWorker; step++) {
     const batch = batcher.nextBatch();
+    const lastOfEpoch = batch.stepInEpoch === batcher.stepsPerEpoch - 1;
     const c0 = performance.now();
     model.setWeights(weights);
     const res = model.gradient(batch.x, batch.y, batch.size, gradient);
@@ -108,6 +119,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       computeMs: c1 - c0,
       commMs: c2 - c1,
     });
+    if (lastOfEpoch) repartition();
     if (c2 - lastReport >= PROGRESS_EVERY_MS) {
       lastReport = c2;
       await flush();
@@ -129,6 +141,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       commSeconds: commMs / 1000,
       slowFactor: slow,
       stoppedEarly,
+      shardSize: batcher.shardSize,
       ...(cfg.comm === "allreduce" ? { weightsSha256: createHash("sha256").update(f32Frame(weights)).digest("hex") } : {}),
     },
   };

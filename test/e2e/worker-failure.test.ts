@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ModeName, WorkerFailurePolicy } from "../../src/config/train-config.js";
 import type { Summary } from "../../src/cluster/train-run.js";
+import { loadDataset } from "../../src/data/load.js";
 import { smallConfig, train } from "../helpers/run.js";
 
 interface ProcessInfo {
@@ -59,6 +60,13 @@ async function noneAlive(pids: number[]): Promise<void> {
 // the others finish; worker 0 is a straggler that sleeps, so the run is long without using the CPU.
 const STEPS = 400;
 
+/** The survivors' data shards (re-partitioned at their next epoch) cover the whole training set. */
+async function assertDataShared(summary: Summary): Promise<void> {
+  const { trainCount } = await loadDataset("synthetic", { seed: 1, trainLimit: 0, testLimit: 1 });
+  const total = summary.workerStats.reduce((a, w) => a + (w.shardSize ?? 0), 0);
+  assert.equal(total, trainCount, `the survivors' shards hold ${total} of ${trainCount} samples`);
+}
+
 describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function () {
   this.timeout(180_000);
 
@@ -93,6 +101,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
         if (policy === "shrink") {
           assert.deepEqual(ranks, [0, 2]);
           assert.equal(summary.workersAtEnd, 2);
+          await assertDataShared(summary);
         } else {
           assert.equal(f.replaced, true);
           assert.ok(f.replacementPid !== undefined);
@@ -144,6 +153,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
       const saved = createHash("sha256").update(readFileSync(join(cfg.out, "model", "weights.bin"))).digest("hex");
       assert.equal(saved, sha, "the saved model is the survivors' weights");
       assert.ok(summary.testAccuracy > 0.5, `accuracy ${summary.testAccuracy}`);
+      await assertDataShared(summary);
       await noneAlive(procs.map((p) => p.pid));
     });
   }
