@@ -323,14 +323,20 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     };
 
     let pendingEvent: Promise<ControlEvent | null> | null = null;
+    let pendingChange: Promise<{ changed: true }> | null = null;
     while (!failures.finished((r) => done.has(r))) {
       pendingEvent ??= coordinator.next([MsgType.PROGRESS, MsgType.DONE], cfg.timeoutMs * 2);
       const waits: Promise<{ ev: ControlEvent | null } | { step: number } | { changed: true }>[] = [pendingEvent.then((e) => ({ ev: e }))];
       if (exactSnapshot) waits.push(exactSnapshot.then((step) => ({ step })));
-      // A worker lost (or replaced) may be the one the loop was waiting for.
-      waits.push(failures.changed().then(() => ({ changed: true as const })));
-      const got = await guard(Promise.race(waits));
-      if ("changed" in got) continue;
+      // A worker lost (or replaced) may be the one the loop was waiting for. (One promise per
+      // change, not per message: a promise raced anew every turn would collect reactions.)
+      pendingChange ??= failures.changed().then(() => ({ changed: true as const }));
+      waits.push(pendingChange);
+      const got = await Promise.race(waits);
+      if ("changed" in got) {
+        pendingChange = null;
+        continue;
+      }
       if ("step" in got) {
         exactSnapshot = null;
         await doEval(got.step);
