@@ -228,8 +228,14 @@ export class Coordinator {
 
   /** Fail the run when a registered peer has been silent for longer than the timeout. */
   startWatchdog(intervalMs: number, silenceMs: number): void {
+    let lastTick = Date.now();
     this.watchdog = setInterval(() => {
       const now = Date.now();
+      // A late tick means this process was busy (an evaluation): heartbeats that came meanwhile
+      // are still queued, unread. Look again next tick, once the receive loop has read them.
+      const late = now - lastTick > 2 * intervalMs;
+      lastTick = now;
+      if (late) return;
       for (const p of this.peers.values()) {
         if (now - p.lastSeen > silenceMs) {
           this.lose(p, new PsError(ErrorCode.PEER_LOST, `${peerName(p.role, p.rank)} (pid ${p.pid}) sent no heartbeat for ${now - p.lastSeen} ms`));

@@ -28,6 +28,8 @@ export interface RunHooks {
   onProgress?: (p: Progress) => void;
   onEval?: (e: EvalRecord) => void;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** worker failures, re-formations and stalls (the CLI logs them at warn level) */
+  warn?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
 export interface Progress {
@@ -141,6 +143,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const wall0 = performance.now();
   const { config: cfg, dataset, model } = prep;
   const log = hooks.log ?? (() => undefined);
+  const warn = hooks.warn ?? log;
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
@@ -169,13 +172,13 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     logFile: (rank, n) => runDir.logFile(`worker-${rank}-replacement-${n}.log`),
     stepOf: (rank) => stepsOf[rank] ?? 0,
     isDone: (rank) => done.has(rank),
-    log,
+    log: warn,
   });
   const stallReports: StallReport[] = [];
   coordinator.onStall = (peer, body) => {
     const r = body as StallReport;
     const waiting = Array.isArray(r?.waitingOn) ? r.waitingOn.map((w) => `worker ${w.rank} (at clock ${w.clock})`).join(", ") : "?";
-    log(`stall: server shard ${peer.rank} has held worker ${r?.reader}'s read for clock ${r?.clock} for ${r?.waitedMs} ms, waiting for ${waiting || "nobody (paused?)"}`, { stall: r });
+    warn(`stall: server shard ${peer.rank} has held worker ${r?.reader}'s read for clock ${r?.clock} for ${r?.waitedMs} ms, waiting for ${waiting || "nobody (paused?)"}`, { stall: r });
     if (stallReports.length < 20) stallReports.push(r);
   };
   const shardClients: PeerClient[] = [];
@@ -246,7 +249,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       let gen = 0;
       failures.onLeft = async () => {
         gen++;
-        await reformPeerGroup(coordinator, { gen, ranks: failures.liveRanks(), timeoutMs: cfg.timeoutMs, isDone: (r) => done.has(r), log });
+        await reformPeerGroup(coordinator, { gen, ranks: failures.liveRanks(), timeoutMs: cfg.timeoutMs, isDone: (r) => done.has(r), log: warn });
       };
     } else {
       failures.onLeft = async (rank) => {
