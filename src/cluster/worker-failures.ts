@@ -122,7 +122,8 @@ export class WorkerFailures {
     if (this.o.policy === "wait") {
       const n = (this.replacements.get(rank) ?? 0) + 1;
       if (n > this.o.maxReplacements) {
-        coordinator.fail(new PsError(ErrorCode.PEER_LOST, `worker ${rank} failed again after ${n - 1} replacement${n - 1 === 1 ? "" : "s"} (--max-replacements ${this.o.maxReplacements}): ${err.message}`));
+        const how = n === 1 ? "may not be replaced" : `was lost again after ${n - 1} replacement${n === 2 ? "" : "s"}`;
+        coordinator.fail(new PsError(ErrorCode.PEER_LOST, `worker ${rank} ${how} (--max-replacements ${this.o.maxReplacements}): ${err.message}`));
         return true;
       }
       this.replacements.set(rank, n);

@@ -173,4 +173,23 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
     assert.deepEqual(summary.workerStats.map((w) => [w.rank, w.steps]), [[0, STEPS], [1, STEPS]]);
     await noneAlive(procs.map((p) => p.pid));
   });
+
+  for (const [what, over, error] of [
+    ["--max-replacements 0", { maxReplacements: 0 }, /worker 1 may not be replaced \(--max-replacements 0\): worker 1 \(pid \d+\) was killed by SIGKILL/],
+    ["a replacement that cannot join within --replace-timeout", { replaceTimeout: 1 }, /worker 1's replacement sent no HELLO within 1 ms \(--replace-timeout\)/],
+  ] as const) {
+    it(`async, wait: ${what} aborts the run cleanly, and no process is left behind`, async () => {
+      const cfg = smallConfig({ mode: "async", workers: 2, maxSteps: STEPS, slow: { 0: 10 }, onWorkerFailure: "wait", ...over });
+      const run = train(cfg);
+      run.catch(() => undefined);
+      const procs = await processesOf(cfg.out);
+      await stepsReported(cfg.out, 1, 20);
+      process.kill(procs.find((p) => p.role === "worker" && p.rank === 1)!.pid, "SIGKILL");
+      await assert.rejects(run, error);
+      const failed = JSON.parse(readFileSync(join(cfg.out, "summary.json"), "utf8")) as { status: string; workerFailures: { rank: number; replacementPid?: number }[] };
+      assert.equal(failed.status, "failed");
+      assert.equal(failed.workerFailures[0]!.rank, 1);
+      await noneAlive(procs.map((p) => p.pid));
+    });
+  }
 });
