@@ -407,6 +407,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     }
     const trainS = trainSeconds();
     failures.disarm();
+    await guard(failures.settled());
     const endStep = globalStepNow();
 
     // ---- the end: final weights, statistics, model ----
