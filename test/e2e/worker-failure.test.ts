@@ -5,6 +5,8 @@ import { join } from "node:path";
 import type { ModeName, WorkerFailurePolicy } from "../../src/config/train-config.js";
 import type { Summary } from "../../src/cluster/train-run.js";
 import { loadDataset } from "../../src/data/load.js";
+import { selectBackend } from "../../src/model/backend.js";
+import { createModel } from "../../src/model/zoo.js";
 import { smallConfig, train } from "../helpers/run.js";
 
 interface ProcessInfo {
@@ -59,6 +61,25 @@ async function noneAlive(pids: number[]): Promise<void> {
 // Long enough that a replacement (a new process: Node, the dataset, the backend) joins well before
 // the others finish; worker 0 is a straggler that sleeps, so the run is long without using the CPU.
 const STEPS = 400;
+
+/** Milliseconds of one warm gradient step of smallConfig's model and batch, in this process. */
+async function gradientMs(): Promise<number> {
+  const cfg = smallConfig();
+  await selectBackend(cfg.backend);
+  const data = await loadDataset(cfg.dataset, { seed: cfg.seed, trainLimit: 0, testLimit: 1 });
+  const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
+  model.setWeights(model.init(cfg.seed));
+  const n = cfg.batchSize;
+  const x = data.trainX.subarray(0, (n * data.trainX.length) / data.trainCount);
+  const y = data.trainY.subarray(0, (n * data.trainY.length) / data.trainCount);
+  const g = new Float32Array(model.size);
+  for (let i = 0; i < 5; i++) model.gradient(x, y, n, g);
+  const t0 = performance.now();
+  for (let i = 0; i < 20; i++) model.gradient(x, y, n, g);
+  const ms = (performance.now() - t0) / 20;
+  model.dispose();
+  return Math.max(ms, 0.05);
+}
 
 /** The survivors' data shards (re-partitioned at their next epoch) cover the whole training set. */
 async function assertDataShared(summary: Summary): Promise<void> {
@@ -117,15 +138,17 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
   }
 
   it("sync: a read held past --heartbeat-timeout is reported with the rank it waits for and its clock", async () => {
-    // Worker 0 sleeps 1000x its compute time every step (seconds here) while it heartbeats: a
-    // straggler, not a failure. The timeout is well above an event-loop stall, well below a step.
-    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: 1000 }, heartbeatMs: 100, heartbeatTimeout: 400 });
+    // Worker 0 is a straggler that heartbeats: --slow sleeps a multiple of its compute time every
+    // step. The multiple is calibrated on this machine so that a warm step sleeps ~2 s: well past
+    // the 600 ms timeout (well above any event-loop stall), well within the deadline of a wait.
+    const factor = Math.ceil(2000 / (await gradientMs()));
+    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: factor }, heartbeatMs: 100, heartbeatTimeout: 600, timeoutMs: 60_000 });
     const summary = await train(cfg);
     assert.equal(summary.workerFailures.length, 0, "a straggler that heartbeats is not lost");
     assert.ok(summary.stallReports.length >= 1, "at least one stall was reported");
     const r = summary.stallReports[0]!;
     assert.equal(r.reader, 1);
-    assert.ok(r.waitedMs >= 400);
+    assert.ok(r.waitedMs >= 600);
     assert.deepEqual(r.waitingOn.map((w) => w.rank), [0]);
     assert.equal(r.waitingOn[0]!.clock, r.clock - 1, "worker 0 has not pushed the clock worker 1 waits on");
   });
