@@ -59,7 +59,7 @@ async function noneAlive(pids: number[]): Promise<void> {
 }
 
 // Long enough that a replacement (a new process: Node, the dataset, the backend) joins well before
-// the others finish; worker 0 is a straggler that sleeps, so the run is long without using the CPU.
+// the others finish; a straggler that sleeps makes the run long without using the CPU.
 const STEPS = 400;
 
 /** Milliseconds of one warm gradient step of smallConfig's model and batch, in this process. */
@@ -90,11 +90,17 @@ async function assertDataShared(summary: Summary): Promise<void> {
 
 describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function () {
   this.timeout(180_000);
+  // The straggler (worker 0) sleeps STRAGGLER x its compute time per step: ~15 ms a step on any
+  // machine, so a run of STEPS steps lasts seconds, long enough for a replacement to join.
+  let STRAGGLER = 10;
+  before(async () => {
+    STRAGGLER = Math.max(2, Math.ceil(15 / (await gradientMs())));
+  });
 
   for (const mode of ["sync", "ssp", "async"] as ModeName[]) {
     for (const policy of ["shrink", "wait", "abort"] as WorkerFailurePolicy[]) {
       it(`${mode}, ${policy}: ${policy === "abort" ? "the run fails naming worker 1" : "the run finishes and records the failure"}; no process is left behind`, async () => {
-        const cfg = smallConfig({ mode, staleness: 2, workers: 3, servers: 2, maxSteps: STEPS, slow: { 0: 10 }, onWorkerFailure: policy, replaceTimeout: 60_000 });
+        const cfg = smallConfig({ mode, staleness: 2, workers: 3, servers: 2, maxSteps: STEPS, slow: { 0: STRAGGLER }, onWorkerFailure: policy, replaceTimeout: 60_000 });
         const run = train(cfg);
         run.catch(() => undefined);
         const procs = await processesOf(cfg.out);
@@ -156,7 +162,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
   for (const victimRank of [1, 0]) {
     it(`allreduce, shrink: worker ${victimRank} killed, the survivors re-form the ring and end with bit-identical weights`, async () => {
       // Evaluations every 25 steps, so that the failure may land next to one (their verdicts survive a rollback).
-      const cfg = smallConfig({ mode: "sync", comm: "allreduce", workers: 3, maxSteps: STEPS, evalEvery: 25, slow: { 2: 10 }, onWorkerFailure: "shrink" });
+      const cfg = smallConfig({ mode: "sync", comm: "allreduce", workers: 3, maxSteps: STEPS, evalEvery: 25, slow: { 2: STRAGGLER }, onWorkerFailure: "shrink" });
       const run = train(cfg);
       run.catch(() => undefined);
       const procs = await processesOf(cfg.out);
@@ -182,7 +188,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
   }
 
   it("sync, shrink: a worker stopped with SIGSTOP is lost after --heartbeat-timeout, killed, and the others finish", async () => {
-    const cfg = smallConfig({ mode: "sync", workers: 3, maxSteps: STEPS, slow: { 0: 10 }, heartbeatMs: 100, heartbeatTimeout: 1500, onWorkerFailure: "shrink" });
+    const cfg = smallConfig({ mode: "sync", workers: 3, maxSteps: STEPS, slow: { 0: STRAGGLER }, heartbeatMs: 100, heartbeatTimeout: 1500, onWorkerFailure: "shrink" });
     const run = train(cfg);
     run.catch(() => undefined);
     const procs = await processesOf(cfg.out);
@@ -202,7 +208,7 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
     ["a replacement that cannot join within --replace-timeout", { replaceTimeout: 1 }, /worker 1's replacement sent no HELLO within 1 ms \(--replace-timeout\)/],
   ] as const) {
     it(`async, wait: ${what} aborts the run cleanly, and no process is left behind`, async () => {
-      const cfg = smallConfig({ mode: "async", workers: 2, maxSteps: STEPS, slow: { 0: 10 }, onWorkerFailure: "wait", ...over });
+      const cfg = smallConfig({ mode: "async", workers: 2, maxSteps: STEPS, slow: { 0: STRAGGLER }, onWorkerFailure: "wait", ...over });
       const run = train(cfg);
       run.catch(() => undefined);
       const procs = await processesOf(cfg.out);
