@@ -20,6 +20,8 @@ export interface JoinOptions {
   ioThreads?: number;
   youngGcBytes?: number;
   maxMessageBytes?: number;
+  /** the endpoint's name (default peer-RANK); an elastic re-formation binds fresh ones */
+  name?: string;
 }
 
 /**
@@ -30,7 +32,7 @@ export interface JoinOptions {
 export async function joinPeerGroup(control: ControlClient, o: JoinOptions): Promise<PeerGroup> {
   const group = new PeerGroup({ rank: o.rank, size: o.size, runId: o.runId, timeoutMs: o.timeoutMs, socketBufferBytes: o.socketBufferBytes ?? 0, ...(o.ioThreads !== undefined ? { ioThreads: o.ioThreads } : {}), ...(o.youngGcBytes !== undefined ? { youngGcBytes: o.youngGcBytes } : {}), ...(o.maxMessageBytes !== undefined ? { maxMessageBytes: o.maxMessageBytes } : {}) });
   try {
-    const endpoint = await group.bind(bindAddress(o.transport, o.runTag, `peer-${o.rank}`, o.host));
+    const endpoint = await group.bind(bindAddress(o.transport, o.runTag, o.name ?? `peer-${o.rank}`, o.host));
     const ready: ReadyMsg = { endpoint };
     await control.send(MsgType.READY, ready);
     const m = await control.next([MsgType.MAP], o.timeoutMs, "peer MAP");

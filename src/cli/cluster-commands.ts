@@ -215,6 +215,9 @@ export function addClusterCommands<T>(y: Argv<T>, handlers: ClusterHandlers, env
         const config = resolveTrainConfig(argv, env);
         const given = (flag: string) => a[flag] !== undefined;
         if (given("transport") && config.transport !== "tcp") throw badOption(`--transport ${config.transport}: cluster jobs run over tcp (leave --transport out)`);
+        if (config.onWorkerFailure !== "abort") {
+          throw badOption(`--on-worker-failure ${config.onWorkerFailure}: local runs only; in cluster mode a lost worker fails the attempt and the job is retried (--max-retries)`);
+        }
         const wait = a["wait"] === true;
         if (config.out && !wait) throw badOption(`--out needs --wait (or fetch the run directory later: ps-train job ID --out DIR)`);
         const out = config.out;

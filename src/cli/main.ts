@@ -27,6 +27,7 @@ async function train(config: TrainConfig): Promise<void> {
         log.info({ epoch: +e.epoch.toFixed(3), step: Math.floor(e.globalStep), testAccuracy: +e.testAccuracy.toFixed(4), testLoss: +e.testLoss.toFixed(4), trainSeconds: +e.t.toFixed(2) }, "eval");
       },
       log: (msg, fields) => log.debug(fields ?? {}, msg),
+      warn: (msg, fields) => log.warn(fields ?? {}, msg),
     });
   } finally {
     bar?.done();

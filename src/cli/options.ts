@@ -27,6 +27,7 @@ import {
   OPTIMIZERS,
   TRANSPORTS,
   type TrainConfig,
+  WORKER_FAILURE_POLICIES,
 } from "../config/train-config.js";
 import { PsError, badOption } from "../util/errors.js";
 
@@ -494,6 +495,33 @@ const FIELDS: FieldTable = {
     type: "number",
     parse: int(1),
   },
+  heartbeatTimeout: {
+    group: "Run",
+    describe:
+      "A role process that sends no heartbeat for this many ms is lost, and a sync/SSP step waiting this long is reported as stalled; 0 = max(--timeout-ms / 2, 5 x --heartbeat-ms) (integer >= 0, > --heartbeat-ms)",
+    type: "number",
+    parse: int(0),
+  },
+  onWorkerFailure: {
+    group: "Run",
+    describe:
+      "When a worker dies or goes silent: abort (end the run with an error naming it), shrink (go on with the others; allreduce re-forms the ring) or wait (start a replacement for its rank; --comm ps only)",
+    type: "string",
+    choices: WORKER_FAILURE_POLICIES,
+    parse: choice(WORKER_FAILURE_POLICIES),
+  },
+  replaceTimeout: {
+    group: "Run",
+    describe: "--on-worker-failure wait: the replacement must have joined within this many ms, else the run aborts (integer >= 1)",
+    type: "number",
+    parse: int(1),
+  },
+  maxReplacements: {
+    group: "Run",
+    describe: "--on-worker-failure wait: replacements started per rank at most; the next failure of that rank aborts the run (integer >= 0)",
+    type: "number",
+    parse: int(0),
+  },
 };
 
 const KEYS = Object.keys(FIELDS) as TrainOptionKey[];
@@ -779,6 +807,14 @@ export function resolveTrainConfig(
       throw badOption(`${mode.where}: --comm allreduce needs --mode sync (got ${show(mode.raw)}); async and ssp need the parameter server (--comm ps)`);
     }
     config.mode = "sync";
+  }
+  const hbTimeout = last.get("heartbeatTimeout");
+  if (hbTimeout !== undefined && config.heartbeatTimeout > 0 && config.heartbeatTimeout <= config.heartbeatMs) {
+    throw badOption(`${hbTimeout.where}: must be 0 or more than --heartbeat-ms ${config.heartbeatMs} (got ${show(hbTimeout.raw)})`);
+  }
+  const policy = last.get("onWorkerFailure");
+  if (policy !== undefined && config.onWorkerFailure === "wait" && config.comm === "allreduce") {
+    throw badOption(`${policy.where}: wait needs --comm ps; an allreduce run re-forms without the lost worker with shrink (got ${show(policy.raw)})`);
   }
   const slow = last.get("slow");
   if (slow !== undefined) {

@@ -10,6 +10,15 @@ export function summaryLine(summary: Summary): string {
     `staleness mean ${summary.staleness.mean.toFixed(2)} max ${summary.staleness.max}` +
     (summary.targetAccuracy !== null
       ? `  time to ${summary.targetAccuracy}: ${summary.timeToTargetSeconds === null ? "not reached" : summary.timeToTargetSeconds.toFixed(2) + " s"}`
-      : "")
+      : "") +
+    lostWorkers(summary)
   );
+}
+
+/** "  workers lost: 1 (shrink), 2 at the end" when a worker was lost (--on-worker-failure). */
+function lostWorkers(summary: Summary): string {
+  const lost = summary.workerFailures ?? [];
+  if (lost.length === 0) return "";
+  const replaced = lost.filter((f) => f.replaced === true).length;
+  return `  workers lost: ${lost.length} (${summary.onWorkerFailure}${replaced > 0 ? `, ${replaced} replaced` : ""}), ${summary.workersAtEnd} at the end`;
 }

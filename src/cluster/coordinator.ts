@@ -42,6 +42,13 @@ export class Coordinator {
   failed: Error | null = null;
   endpoint = "";
   private closed = false;
+  /**
+   * Worker failures: called when a worker fails, exits or goes silent; returning true means the
+   * run goes on without it (--on-worker-failure shrink|wait), false fails the run as before.
+   */
+  onWorkerLost: ((rank: number, err: Error) => boolean) | null = null;
+  /** a server shard's report of a read held past the heartbeat timeout (MsgType.STALL) */
+  onStall: ((peer: PeerInfo, body: unknown) => void) | null = null;
 
   constructor(
     private readonly runId: number,
@@ -96,7 +103,11 @@ export class Coordinator {
         if (header.type === MsgType.HEARTBEAT) continue;
         if (header.type === MsgType.FAIL) {
           const f = body as FailMsg;
-          this.fail(new PsError(ErrorCode.PEER_LOST, `${peerName(peer.role, peer.rank)} failed: ${isObject(f) ? String(f.message) : "unknown error"}`));
+          this.lose(peer, new PsError(ErrorCode.PEER_LOST, `${peerName(peer.role, peer.rank)} failed: ${isObject(f) ? String(f.message) : "unknown error"}`));
+          continue;
+        }
+        if (header.type === MsgType.STALL) {
+          this.onStall?.(peer, body);
           continue;
         }
         this.dispatch({ peer, header, body, frames: rest });
@@ -189,17 +200,45 @@ export class Coordinator {
     for (const p of this.peers.values()) if (role === null || p.role === role) await this.send(p.role, p.rank, type, body);
   }
 
+  /** A peer is lost: a worker may be let go (onWorkerLost), anything else fails the run. */
+  private lose(peer: PeerInfo, err: Error): void {
+    if (peer.role === "worker" && this.onWorkerLost?.(peer.rank, err)) return;
+    this.fail(err);
+  }
+
+  /** A role process was lost outside the control channel (it exited): the same rule as lose(). */
+  lost(role: Role, rank: number, err: Error): void {
+    if (role === "worker" && this.onWorkerLost?.(rank, err)) return;
+    this.fail(err);
+  }
+
+  /** Drop a lost worker: no more heartbeats are expected from it, no messages go to it. */
+  forget(role: Role, rank: number): void {
+    this.peers.delete(`${role}:${rank}`);
+  }
+
+  /** Registered workers (a lost one is forgotten; its replacement registers again). */
+  workerRanks(): number[] {
+    return [...this.peers.values()].filter((p) => p.role === "worker").map((p) => p.rank);
+  }
+
   peer(role: Role, rank: number): PeerInfo | undefined {
     return this.peers.get(`${role}:${rank}`);
   }
 
   /** Fail the run when a registered peer has been silent for longer than the timeout. */
   startWatchdog(intervalMs: number, silenceMs: number): void {
+    let lastTick = Date.now();
     this.watchdog = setInterval(() => {
       const now = Date.now();
+      // A late tick means this process was busy (an evaluation): heartbeats that came meanwhile
+      // are still queued, unread. Look again next tick, once the receive loop has read them.
+      const late = now - lastTick > 2 * intervalMs;
+      lastTick = now;
+      if (late) return;
       for (const p of this.peers.values()) {
         if (now - p.lastSeen > silenceMs) {
-          this.fail(new PsError(ErrorCode.PEER_LOST, `${peerName(p.role, p.rank)} (pid ${p.pid}) sent no heartbeat for ${now - p.lastSeen} ms`));
+          this.lose(p, new PsError(ErrorCode.PEER_LOST, `${peerName(p.role, p.rank)} (pid ${p.pid}) sent no heartbeat for ${now - p.lastSeen} ms`));
         }
       }
     }, intervalMs);

@@ -22,12 +22,24 @@ export interface RoleLauncher {
   /** wait up to graceMs for every role process to exit after STOP, then kill the rest */
   stop(graceMs: number): Promise<void>;
   killAll(): Promise<void>;
+  /**
+   * Worker failures: the process of `role` `rank` no longer belongs to the run (it died or went
+   * silent): kill it if it still runs, and report nothing more about it. Launchers without it
+   * cannot go on after a worker failure (the run aborts).
+   */
+  release?(role: Role, rank: number): void;
+}
+
+/** Who a lost process was, for the --on-worker-failure policy (absent: treat as fatal). */
+export interface LostProcess {
+  role: Role;
+  rank: number;
 }
 
 /**
  * Makes the launcher of one run. `onUnexpectedExit` fails the run with an error that names the
  * process (a role process that exits before it is told to stop, or an agent that is lost).
  */
-export type LauncherFactory = (coordinatorEndpoint: string, timeoutMs: number, onUnexpectedExit: (err: Error) => void) => RoleLauncher;
+export type LauncherFactory = (coordinatorEndpoint: string, timeoutMs: number, onUnexpectedExit: (err: Error, who?: LostProcess) => void) => RoleLauncher;
 
 export const localLauncher: LauncherFactory = (endpoint, timeoutMs, onUnexpectedExit) => new LocalLauncher(endpoint, timeoutMs, onUnexpectedExit);

@@ -28,6 +28,8 @@ interface Child {
   proc: ChildProcess;
   log: string;
   exited: boolean;
+  /** no longer part of the run (a lost worker): its exit is not reported */
+  released: boolean;
 }
 
 /** Starts role processes on this machine and reports any that dies before it is told to stop. */
@@ -38,7 +40,7 @@ export class LocalLauncher {
   constructor(
     private readonly coordinatorEndpoint: string,
     private readonly timeoutMs: number,
-    private readonly onUnexpectedExit: (err: Error) => void,
+    private readonly onUnexpectedExit: (err: Error, who?: { role: Role; rank: number }) => void,
     private readonly malloc: "tuned" | "default" = "tuned",
   ) {}
 
@@ -54,16 +56,27 @@ export class LocalLauncher {
       { stdio: ["ignore", fd, fd, "ipc"], env },
     );
     closeSync(fd);
-    const child: Child = { role, rank, proc, log: logFile, exited: false };
+    const child: Child = { role, rank, proc, log: logFile, exited: false, released: false };
     this.children.push(child);
     proc.on("exit", (code, signal) => {
       child.exited = true;
+      if (child.released) return;
       if (this.stopping && code === 0) return;
       if (this.stopping && signal === "SIGKILL") return;
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} (pid ${proc.pid}) ${how}${this.tail(logFile)}`));
+      this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} (pid ${proc.pid}) ${how}${this.tail(logFile)}`), { role, rank });
     });
-    proc.on("error", (err) => this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} could not start: ${err.message}`)));
+    proc.on("error", (err) => {
+      if (!child.released) this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} could not start: ${err.message}`), { role, rank });
+    });
+  }
+
+  release(role: Role, rank: number): void {
+    for (const c of this.children) {
+      if (c.role !== role || c.rank !== rank || c.released) continue;
+      c.released = true;
+      if (!c.exited) c.proc.kill("SIGKILL");
+    }
   }
 
   pids(): { role: Role; rank: number; pid: number | undefined }[] {

@@ -25,6 +25,8 @@ export interface ConfigMsg {
    * and all wait for the coordinator's RESUME; 0 = never
    */
   evalInterval: number;
+  /** --on-worker-failure wait: this worker replaces a lost one and joins at the shards' current clock */
+  replacement?: boolean;
 }
 
 /** No periodic evaluation in the last half interval of a run: the final evaluation follows. */
@@ -40,6 +42,32 @@ export function isEvalStep(g: number, evalInterval: number, totalSteps: number):
 /** The coordinator's answer to a SNAPSHOT of an allreduce run: go on, or stop here (target reached). */
 export interface ResumeMsg {
   stop: boolean;
+  /** the evaluation step it answers (an elastic run may reach the same step twice after a rollback) */
+  step?: number;
+}
+
+/**
+ * Elastic allreduce (--on-worker-failure shrink). Coordinator -> worker: re-form as generation
+ * `gen` (sent to every worker still in the run when one is lost). Worker -> coordinator: its
+ * group of generation `gen` failed; `step` is the step it would do next, with the state it
+ * holds committed for that step.
+ */
+export interface ElasticMsg {
+  gen: number;
+  step?: number;
+}
+
+/** Coordinator -> worker (--on-worker-failure shrink): the workers still in the run, by rank. */
+export interface MembersMsg {
+  live: number[];
+}
+
+/** Coordinator -> worker: the new group: this worker's rank in it, its size, and the step all roll back to. */
+export interface ReformMsg {
+  gen: number;
+  rank: number;
+  size: number;
+  rollbackTo: number;
 }
 
 /** Rank 0 of an allreduce run: the weights after global step `step` follow as a float32 frame. */
@@ -88,6 +116,8 @@ export interface WorkerStats {
   commSeconds: number;
   slowFactor: number;
   stoppedEarly: boolean;
+  /** samples in this worker's data shard at the end (more than at the start after a shrink re-partitioned the data) */
+  shardSize?: number;
   /** allreduce runs: sha256 of this worker's final weights (every worker's must be the same) */
   weightsSha256?: string;
 }

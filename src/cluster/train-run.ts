@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
-import type { CommName, TrainConfig } from "../config/train-config.js";
+import { type CommName, heartbeatTimeoutOf, type TrainConfig } from "../config/train-config.js";
 import type { Dataset } from "../data/dataset.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -10,15 +10,17 @@ import { selectBackend } from "../model/backend.js";
 import type { FlatModel } from "../model/model-api.js";
 import { createModel } from "../model/zoo.js";
 import { partitionKeys } from "../ps/key-range.js";
-import type { ShardStats } from "../ps/server-shard.js";
+import type { ShardStats, StallReport } from "../ps/server-shard.js";
 import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
 import { f32Frame, f32View } from "../transport/frames.js";
-import { Flag, makeHeader, MsgType } from "../transport/header.js";
+import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import { PeerClient, type Reply } from "../transport/peer-client.js";
 import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
+import { reformPeerGroup } from "../allreduce/elastic.js";
+import { type WorkerFailureRecord, WorkerFailures } from "./worker-failures.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
 export interface RunHooks {
@@ -26,6 +28,8 @@ export interface RunHooks {
   onProgress?: (p: Progress) => void;
   onEval?: (e: EvalRecord) => void;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** worker failures, re-formations and stalls (the CLI logs them at warn level) */
+  warn?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
 export interface Progress {
@@ -89,6 +93,12 @@ export interface Summary {
   stoppedEarly: boolean;
   evals: EvalRecord[];
   workerStats: WorkerStats[];
+  /** --on-worker-failure: the policy, the workers lost (and replaced), the workers that finished */
+  onWorkerFailure: string;
+  workerFailures: WorkerFailureRecord[];
+  workersAtEnd: number;
+  /** reads held past the heartbeat timeout, as the shards reported them (the first 20) */
+  stallReports: StallReport[];
 }
 
 export interface PreparedRun {
@@ -118,6 +128,7 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
   const { backend } = await selectBackend(config.backend);
   const model = createModel(config.model, dataset.inputShape, dataset.numOutputs, dataset.task);
   if (config.comm === "allreduce" && config.mode !== "sync") throw badOption(`--comm allreduce needs --mode sync (got ${config.mode})`);
+  if (config.comm === "allreduce" && config.onWorkerFailure === "wait") throw badOption("--on-worker-failure wait needs --comm ps; an allreduce run re-forms without the lost worker with shrink");
   if (config.comm === "ps" && config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
   return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount) };
 }
@@ -132,6 +143,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const wall0 = performance.now();
   const { config: cfg, dataset, model } = prep;
   const log = hooks.log ?? (() => undefined);
+  const warn = hooks.warn ?? log;
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
@@ -146,8 +158,31 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   // The largest control frame is a copy of the weights (allreduce SNAPSHOT and DONE).
   const coordinator = new Coordinator(runId, cfg.timeoutMs, model.size * 4 + 1024 * 1024);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
-  const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
+  const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err, who) => (who ? coordinator.lost(who.role, who.rank, err) : coordinator.fail(err)));
+  // Worker failures (--on-worker-failure): steps each rank has reported, and what a loss does.
+  const stepsOf = new Array<number>(cfg.workers).fill(0);
+  const done = new Map<number, WorkerStats>();
+  const failures = new WorkerFailures({
+    policy: cfg.onWorkerFailure,
+    workers: cfg.workers,
+    maxReplacements: cfg.maxReplacements,
+    replaceTimeoutMs: cfg.replaceTimeout,
+    coordinator,
+    launcher,
+    logFile: (rank, n) => runDir.logFile(`worker-${rank}-replacement-${n}.log`),
+    stepOf: (rank) => stepsOf[rank] ?? 0,
+    isDone: (rank) => done.has(rank),
+    log: warn,
+  });
+  const stallReports: StallReport[] = [];
+  coordinator.onStall = (peer, body) => {
+    const r = body as StallReport;
+    const waiting = Array.isArray(r?.waitingOn) ? r.waitingOn.map((w) => `worker ${w.rank} (at clock ${w.clock})`).join(", ") : "?";
+    warn(`stall: server shard ${peer.rank} has held worker ${r?.reader}'s read for clock ${r?.clock} for ${r?.waitedMs} ms, waiting for ${waiting || "nobody (paused?)"}`, { stall: r });
+    if (stallReports.length < 20) stallReports.push(r);
+  };
   const shardClients: PeerClient[] = [];
+  const memberClients: PeerClient[] = [];
   let closeEvaluator = (): void => undefined;
   const globalBatchSize = cfg.workers * cfg.batchSize;
   const evalInterval =
@@ -155,6 +190,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const cleanup = async () => {
     closeEvaluator();
     for (const c of shardClients) c.close();
+    for (const c of memberClients) c.close();
     await launcher.killAll();
     coordinator.close();
     if (cfg.transport === "ipc") removeIpcDir(runTag);
@@ -171,7 +207,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       launcher.start("worker", r, runDir.logFile(`worker-${r}.log`));
     }
     await coordinator.waitForHellos();
-    coordinator.startWatchdog(cfg.heartbeatMs, Math.max(cfg.timeoutMs, 5 * cfg.heartbeatMs));
+    coordinator.startWatchdog(cfg.heartbeatMs, heartbeatTimeoutOf(cfg));
 
     const init = model.init(cfg.seed);
     const cfgMsg: ConfigMsg = { config, runId, runTag, paramCount: model.size, ranges, stepsPerWorker: totalSteps, evalInterval };
@@ -206,6 +242,21 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     );
 
     for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
+    // Worker failures: the shards learn that a rank left on sockets of their own (the evaluator's may be busy).
+    for (const s of map.servers) memberClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
+    if (allreduce) {
+      // Elastic allreduce: the survivors re-form the peer group without the lost worker.
+      let gen = 0;
+      failures.onLeft = async () => {
+        gen++;
+        await reformPeerGroup(coordinator, { gen, ranks: failures.liveRanks(), timeoutMs: cfg.timeoutMs, isDone: (r) => done.has(r), log: warn });
+      };
+    } else {
+      failures.onLeft = async (rank) => {
+        const body = Buffer.from(JSON.stringify({ rank }));
+        await Promise.all(memberClients.map((c) => c.request(makeHeader(MsgType.WORKER_LEFT, { runId, rank: -1, dtype: DType.JSON, byteLength: body.byteLength }), [body])));
+      };
+    }
     const evaluator: RunEvaluator = allreduce
       ? new AllreduceEvaluator(model, dataset, coordinator)
       : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
@@ -226,6 +277,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       await guard(evaluator.holdAt(evalInterval));
       exactSnapshot = snapshotAt(evalInterval);
     }
+    failures.arm(cfgMsg, map);
     await coordinator.broadcast("worker", MsgType.START);
     const train0 = performance.now();
     let pausedMs = 0;
@@ -235,7 +287,12 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     let nextEval = evalEvery;
     let totalWorkerSteps = 0;
     let samples = 0;
-    const done = new Map<number, WorkerStats>();
+    // Global step: the mean of the steps of the workers still in the run (all of them when none was lost).
+    const globalStepNow = () => {
+      if (failures.records.length === 0) return totalWorkerSteps / cfg.workers;
+      const live = failures.liveRanks();
+      return live.length > 0 ? live.reduce((a, r) => a + stepsOf[r]!, 0) / live.length : totalWorkerSteps / cfg.workers;
+    };
     const evals: EvalRecord[] = [];
     let timeToTarget: number | null = null;
     let stopRequested = false;
@@ -247,7 +304,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const doEval = async (exactStep: number | null) => {
       const p0 = performance.now();
       const t = trainSeconds();
-      const globalStep = exactStep ?? totalWorkerSteps / cfg.workers;
+      const globalStep = exactStep ?? globalStepNow();
       const res = exactStep !== null ? evaluator.score() : await guard(evaluator.evaluate(true));
       const rec: EvalRecord = { type: "eval", t, epoch: (globalStep * globalBatch) / dataset.trainCount, globalStep, testLoss: res.loss, testAccuracy: res.accuracy };
       evals.push(rec);
@@ -269,11 +326,20 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     };
 
     let pendingEvent: Promise<ControlEvent | null> | null = null;
-    while (done.size < cfg.workers) {
+    let pendingChange: Promise<{ changed: true }> | null = null;
+    while (!failures.finished((r) => done.has(r))) {
       pendingEvent ??= coordinator.next([MsgType.PROGRESS, MsgType.DONE], cfg.timeoutMs * 2);
-      const waits: Promise<{ ev: ControlEvent | null } | { step: number }>[] = [pendingEvent.then((e) => ({ ev: e }))];
+      const waits: Promise<{ ev: ControlEvent | null } | { step: number } | { changed: true }>[] = [pendingEvent.then((e) => ({ ev: e }))];
       if (exactSnapshot) waits.push(exactSnapshot.then((step) => ({ step })));
+      // A worker lost (or replaced) may be the one the loop was waiting for. (One promise per
+      // change, not per message: a promise raced anew every turn would collect reactions.)
+      pendingChange ??= failures.changed().then(() => ({ changed: true as const }));
+      waits.push(pendingChange);
       const got = await Promise.race(waits);
+      if ("changed" in got) {
+        pendingChange = null;
+        continue;
+      }
       if ("step" in got) {
         exactSnapshot = null;
         await doEval(got.step);
@@ -281,7 +347,11 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       }
       pendingEvent = null;
       const ev = got.ev;
-      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `no progress from any worker for ${cfg.timeoutMs * 2} ms (waiting for ${missingOf(cfg.workers, new Set(done.keys()), "worker").join(", ")})`);
+      if (!ev) {
+        const missing = missingOf(cfg.workers, new Set(done.keys()), "worker").filter((k) => !failures.isLost(Number(k.split(":")[1])));
+        const stall = stallReports.length > 0 ? `; last stall report: ${JSON.stringify(stallReports[stallReports.length - 1])}` : "";
+        throw new PsError(ErrorCode.TIMEOUT, `no progress from any worker for ${cfg.timeoutMs * 2} ms (waiting for ${missing.join(", ")})${stall}`);
+      }
       if (ev.header.type === MsgType.DONE) {
         const d = ev.body as DoneMsg;
         if (d.worker) done.set(ev.peer.rank, d.worker);
@@ -291,6 +361,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       const pm = ev.body as ProgressMsg;
       for (const s of pm.steps) {
         totalWorkerSteps++;
+        if (pm.rank >= 0 && pm.rank < cfg.workers) stepsOf[pm.rank] = s.step + 1;
         samples += s.samples;
         const acc = s.samples > 0 ? s.correct / s.samples : 0;
         emaLoss = Number.isNaN(emaLoss) ? s.loss : 0.95 * emaLoss + 0.05 * s.loss;
@@ -300,7 +371,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
           worker: pm.rank,
           step: s.step,
           t: s.t / 1000,
-          epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+          epoch: (globalStepNow() * globalBatch) / dataset.trainCount,
           loss: s.loss,
           accuracy: acc,
           samples: s.samples,
@@ -313,7 +384,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
         }
       }
       // Periodic evaluation; none in the last half interval, where the final evaluation follows.
-      const globalStep = totalWorkerSteps / cfg.workers;
+      const globalStep = globalStepNow();
       if (!exact && !stopRequested && globalStep >= nextEval && periodic(globalStep)) {
         nextEval += evalEvery;
         await doEval(null);
@@ -323,9 +394,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
         lastProgress = now;
         const ts = trainSeconds();
         hooks.onProgress({
-          epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+          epoch: (globalStepNow() * globalBatch) / dataset.trainCount,
           epochs: (totalSteps * globalBatch) / dataset.trainCount,
-          globalStep: totalWorkerSteps / cfg.workers,
+          globalStep: globalStepNow(),
           totalSteps,
           loss: emaLoss,
           accuracy: emaAcc,
@@ -335,6 +406,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       }
     }
     const trainS = trainSeconds();
+    failures.disarm();
+    await guard(failures.settled());
+    const endStep = globalStepNow();
 
     // ---- the end: final weights, statistics, model ----
     const stats = await guard(evaluator.shardStats());
@@ -343,8 +417,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const finalRec: EvalRecord = {
       type: "eval",
       t: finalT,
-      epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
-      globalStep: totalWorkerSteps / cfg.workers,
+      epoch: (endStep * globalBatch) / dataset.trainCount,
+      globalStep: endStep,
       testLoss: final.loss,
       testAccuracy: final.accuracy,
     };
@@ -396,7 +470,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       lr: cfg.lr,
       epochs: cfg.epochs,
       epochsCompleted: samples / dataset.trainCount,
-      steps: totalWorkerSteps / cfg.workers,
+      steps: endStep,
       stepsPerWorker: totalSteps,
       samples,
       testAccuracy: final.accuracy,
@@ -419,13 +493,23 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       stoppedEarly: stopRequested,
       evals,
       workerStats,
+      onWorkerFailure: cfg.onWorkerFailure,
+      workerFailures: failures.records,
+      workersAtEnd: done.size,
+      stallReports,
     };
     runDir.writeJson("summary.json", summary);
     return summary;
   } catch (err) {
     const e = coordinator.failed ?? err;
     try {
-      runDir.writeJson("summary.json", { status: "failed", error: e instanceof Error ? e.message : String(e), code: e instanceof PsError ? e.code : undefined });
+      runDir.writeJson("summary.json", {
+        status: "failed",
+        error: e instanceof Error ? e.message : String(e),
+        code: e instanceof PsError ? e.code : undefined,
+        onWorkerFailure: cfg.onWorkerFailure,
+        workerFailures: failures.records,
+      });
     } catch {
       /* the error below is what matters */
     }
@@ -469,6 +553,8 @@ interface RunEvaluator {
 class AllreduceEvaluator implements RunEvaluator {
   readonly weights: Float32Array;
   private haveFinal = false;
+  /** the step of the last snapshot evaluated */
+  private step = 0;
 
   constructor(
     private readonly model: FlatModel,
@@ -497,20 +583,28 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   async snapshotAt(g: number, timeoutMs: number): Promise<void> {
-    const ev = await this.coordinator.next([MsgType.SNAPSHOT], timeoutMs);
-    if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
-    const step = (ev.body as SnapshotMsg | null)?.step;
-    if (ev.peer.rank !== 0 || step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected worker 0's weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
-    this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const remaining = deadline - Date.now();
+      const ev = remaining > 0 ? await this.coordinator.next([MsgType.SNAPSHOT], remaining) : null;
+      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
+      const step = (ev.body as SnapshotMsg | null)?.step;
+      // Rank 0 of the group sends them; after an elastic rollback it may send an evaluated step again.
+      if (typeof step === "number" && step < g) continue;
+      if (step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected the weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
+      this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+      this.step = g;
+      return;
+    }
   }
 
   async resumeAt(): Promise<void> {
-    const go: ResumeMsg = { stop: false };
+    const go: ResumeMsg = { stop: false, step: this.step };
     await this.coordinator.broadcast("worker", MsgType.RESUME, go);
   }
 
   async stopShards(): Promise<void> {
-    const stop: ResumeMsg = { stop: true };
+    const stop: ResumeMsg = { stop: true, step: this.step };
     await this.coordinator.broadcast("worker", MsgType.RESUME, stop);
   }
 
@@ -520,7 +614,8 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   onDone(ev: ControlEvent): void {
-    if (ev.peer.rank !== 0) return;
+    // The final weights come with the DONE of rank 0 of the group (worker 0 unless it was lost).
+    if (ev.frames[1] === undefined) return;
     this.absorb(ev.frames[1], "DONE");
     this.haveFinal = true;
   }

@@ -21,6 +21,10 @@ export type TransportName = (typeof TRANSPORTS)[number];
 export const COMMS = ["ps", "allreduce"] as const;
 export type CommName = (typeof COMMS)[number];
 
+/** What a run does when a worker process dies or goes silent (docs/reliability.md, "Worker failures"). */
+export const WORKER_FAILURE_POLICIES = ["abort", "shrink", "wait"] as const;
+export type WorkerFailurePolicy = (typeof WORKER_FAILURE_POLICIES)[number];
+
 export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling", "halving-doubling"] as const;
 export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
 
@@ -96,6 +100,14 @@ export interface TrainConfig extends OptimizerConfig {
   /** deadline for any single wait (rendezvous, a reply, a barrier), in ms */
   timeoutMs: number;
   heartbeatMs: number;
+  /** a role process silent for this long is lost (0: max(timeoutMs / 2, 5 x heartbeatMs)); also when a stall is reported */
+  heartbeatTimeout: number;
+  /** a dead worker: abort the run, shrink (go on without it) or wait (start a replacement for its rank) */
+  onWorkerFailure: WorkerFailurePolicy;
+  /** wait: a replacement must have joined within this many ms, else the run aborts */
+  replaceTimeout: number;
+  /** wait: replacements started per rank at most; one more failure of that rank aborts */
+  maxReplacements: number;
 }
 
 export const DEFAULTS: TrainConfig = {
@@ -127,6 +139,10 @@ export const DEFAULTS: TrainConfig = {
   progress: "auto",
   timeoutMs: 30000,
   heartbeatMs: 1000,
+  heartbeatTimeout: 0,
+  onWorkerFailure: "abort",
+  replaceTimeout: 60000,
+  maxReplacements: 2,
   optimizer: "adam",
   lr: 0.005,
   momentum: 0.9,
@@ -141,3 +157,10 @@ export const DEFAULTS: TrainConfig = {
   totalSteps: 0,
   asyncLrScale: "workers",
 };
+
+/** How long a role process may stay silent before it counts as lost (and a waiting step as stalled). */
+export function heartbeatTimeoutOf(cfg: Pick<TrainConfig, "heartbeatTimeout" | "timeoutMs" | "heartbeatMs">): number {
+  // Below the deadline of a single wait by default, so that a worker that hangs is let go
+  // (--on-worker-failure shrink|wait) before the others' own waits for it expire.
+  return cfg.heartbeatTimeout > 0 ? cfg.heartbeatTimeout : Math.max(Math.ceil(cfg.timeoutMs / 2), 5 * cfg.heartbeatMs);
+}

@@ -10,6 +10,8 @@ export interface ShardOptimizer {
   apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void;
   /** state for checkpoints: named Float32Arrays plus scalars */
   state(): { tensors: Record<string, Float32Array>; scalars: Record<string, number> };
+  /** set the scalars of state() (its tensors are the optimizer's own arrays: restore them with set()) */
+  setScalars(scalars: Record<string, number>): void;
 }
 
 class Sgd implements ShardOptimizer {
@@ -35,6 +37,7 @@ class Sgd implements ShardOptimizer {
   state() {
     return { tensors: {}, scalars: {} };
   }
+  setScalars(): void {}
 }
 
 class Momentum implements ShardOptimizer {
@@ -70,6 +73,7 @@ class Momentum implements ShardOptimizer {
   state() {
     return { tensors: { v: this.v }, scalars: {} };
   }
+  setScalars(): void {}
 }
 
 class Adam implements ShardOptimizer {
@@ -105,6 +109,9 @@ class Adam implements ShardOptimizer {
   }
   state() {
     return { tensors: { m: this.m, v: this.v }, scalars: { t: this.t } };
+  }
+  setScalars(scalars: Record<string, number>): void {
+    if (typeof scalars["t"] === "number") this.t = scalars["t"];
   }
 }
 

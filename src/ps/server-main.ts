@@ -1,6 +1,7 @@
 import { Router } from "zeromq";
 import type { ControlClient } from "../cluster/control-client.js";
 import type { ConfigMsg } from "../cluster/messages.js";
+import { heartbeatTimeoutOf } from "../config/train-config.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
 import { f32View } from "../transport/frames.js";
@@ -36,6 +37,20 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
   const endpoint = router.lastEndpoint;
   if (!endpoint) throw new Error(`server ${shardIndex}: bound socket reports no endpoint`);
 
+  // Stall reports: a read held past the heartbeat timeout is reported to the coordinator once per
+  // clock it waits at, naming the ranks it waits for (docs/reliability.md, "Worker failures").
+  const stallAfterMs = heartbeatTimeoutOf(cfg);
+  let reported = "";
+  const stallTimer = setInterval(() => {
+    const r = shard.stallReport(Date.now(), stallAfterMs);
+    if (!r) return;
+    const key = `${r.clock}:${r.waitingOn.map((w) => w.rank).join(",")}`;
+    if (key === reported) return;
+    reported = key;
+    control.send(MsgType.STALL, r).catch(() => undefined);
+  }, Math.max(10, Math.min(cfg.heartbeatMs, stallAfterMs / 2)));
+  stallTimer.unref();
+
   let stopping = false;
   control.onStop = () => {
     stopping = true;
@@ -47,6 +62,8 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     await serveShard(router, shard);
   } catch (err) {
     if (!stopping) throw err;
+  } finally {
+    clearInterval(stallTimer);
   }
 }
 

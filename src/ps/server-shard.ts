@@ -36,11 +36,24 @@ interface PendingRead {
   staleness: number;
 }
 
+/** Which ranks a held read waits for (the stall report of docs/reliability.md). */
+export interface StallReport {
+  shard: number;
+  /** the oldest held read: its rank, the clock it reads at, and how long it has waited */
+  reader: number;
+  clock: number;
+  waitedMs: number;
+  /** the live ranks whose pushes that read waits for, each with the clock it has reached */
+  waitingOn: { rank: number; clock: number }[];
+}
+
 export interface ShardStats {
   shard: number;
   version: number;
   appliedGradients: number;
   clocks: number[];
+  /** ranks that left the run (worker failures) */
+  left: number[];
   staleness: HistogramJson;
   /** for every answered read: reader's clock minus the slowest worker's clock */
   readGap: HistogramJson;
@@ -63,6 +76,12 @@ export class ServerShard implements ShardClocks {
   version = 0;
   appliedGradients = 0;
   private readonly clocks: Int32Array;
+  /** ranks still in the run: a rank that left is not waited for (sync, SSP, snapshots) */
+  private readonly live: boolean[];
+  /** sync: the first clock whose aggregate a rank takes part in (a replacement joins at a later clock) */
+  private readonly joinAt: Int32Array;
+  /** sync: gradients summed into `accum` for the current clock */
+  private summed = 0;
   private readonly optimizer: ShardOptimizer;
   private readonly accum: Float32Array;
   /** sync: the next rank whose gradient is added to the aggregate, and those that came early */
@@ -92,6 +111,8 @@ export class ServerShard implements ShardClocks {
     this.weights = Float32Array.from(opts.init);
     this.workers = opts.workers;
     this.clocks = new Int32Array(opts.workers);
+    this.live = new Array<boolean>(opts.workers).fill(true);
+    this.joinAt = new Int32Array(opts.workers);
     this.optimizer = createOptimizer(opts.optimizer, n);
     this.accum = new Float32Array(opts.mode.pushPolicy === "aggregate" ? n : 0);
     this.early = new Array<Float32Array | null>(opts.workers).fill(null);
@@ -102,10 +123,26 @@ export class ServerShard implements ShardClocks {
     return this.clocks[rank] ?? 0;
   }
 
+  /** the slowest live worker's clock (ranks that left are not waited for) */
   minClock(): number {
     let m = Infinity;
-    for (let i = 0; i < this.clocks.length; i++) m = Math.min(m, this.clocks[i]!);
-    return m === Infinity ? 0 : m;
+    for (let i = 0; i < this.clocks.length; i++) if (this.live[i]) m = Math.min(m, this.clocks[i]!);
+    return m === Infinity ? this.maxClock() : m;
+  }
+
+  private maxClock(): number {
+    let m = 0;
+    for (let i = 0; i < this.clocks.length; i++) m = Math.max(m, this.clocks[i]!);
+    return m;
+  }
+
+  isLive(rank: number): boolean {
+    return this.live[rank] === true;
+  }
+
+  /** sync: does `rank` take part in the aggregate of the clock now being summed? */
+  private contributes(rank: number): boolean {
+    return this.live[rank] === true && this.joinAt[rank]! <= this.version;
   }
 
   get isPaused(): boolean {
@@ -135,6 +172,7 @@ export class ServerShard implements ShardClocks {
     switch (h.type) {
       case MsgType.PUSH_PULL: {
         this.checkWorker(h);
+        this.checkLive(h);
         const staleness = this.push(h, payload);
         // A worker sends its next request only after it has received our last reply in full.
         this.replies.release(h.rank);
@@ -142,12 +180,14 @@ export class ServerShard implements ShardClocks {
       }
       case MsgType.PUSH: {
         this.checkWorker(h);
+        this.checkLive(h);
         this.push(h, payload);
         this.replies.release(h.rank);
         return [this.reply(from, MsgType.ACK, h.seq, []), ...this.release(now)];
       }
       case MsgType.PULL: {
         this.checkWorker(h);
+        this.checkLive(h);
         this.expectNoPayload(h, payload);
         if (h.clock !== this.clocks[h.rank])
           throw new WireError("clock", `worker ${h.rank} read at clock ${h.clock} but has pushed ${this.clocks[h.rank]} gradients`);
@@ -178,6 +218,20 @@ export class ServerShard implements ShardClocks {
         this.paused = false;
         return [this.reply(from, MsgType.ACK, h.seq, []), ...this.release(now)];
       }
+      case MsgType.WORKER_LEFT: {
+        this.checkCoordinator(h);
+        const rank = leftRank(h, payload[0]);
+        if (!Number.isInteger(rank) || rank < 0 || rank >= this.workers) throw new WireError("rank", `WORKER_LEFT names rank ${rank}, not a worker of this run`);
+        return [this.reply(from, MsgType.ACK, h.seq, []), ...this.workerLeft(rank, now)];
+      }
+      case MsgType.JOIN: {
+        this.checkWorker(h);
+        this.expectNoPayload(h, payload);
+        if ((h.flags & Flag.AT_CLOCK) === 0) return [this.clockReply(from, h.seq, this.joinClock())];
+        const ok = this.join(h.rank, h.clock);
+        if (!ok) throw new WireError("join-late", `worker ${h.rank} cannot join at clock ${h.clock}: this shard is at version ${this.version}`);
+        return [this.clockReply(from, h.seq, h.clock)];
+      }
       case MsgType.STATS:
         this.checkCoordinator(h);
         return [this.reply(from, MsgType.STATS, h.seq, [Buffer.from(JSON.stringify(this.stats()))], DType.JSON)];
@@ -189,6 +243,70 @@ export class ServerShard implements ShardClocks {
   private checkWorker(h: Header): void {
     if (!Number.isInteger(h.rank) || h.rank < 0 || h.rank >= this.workers)
       throw new WireError("rank", `rank ${h.rank} is not a worker of this run (0..${this.workers - 1})`);
+  }
+
+  private checkLive(h: Header): void {
+    if (!this.live[h.rank]) throw new WireError("left", `worker ${h.rank} has left the run`);
+  }
+
+  /**
+   * `rank` is gone (its process died or went silent): drop what it left here and stop waiting
+   * for it. A gradient of the current clock already summed stays in (the mean divides by the
+   * gradients actually summed); one held early is dropped.
+   */
+  workerLeft(rank: number, now = Date.now()): Outgoing[] {
+    if (!this.live[rank]) return [];
+    this.live[rank] = false;
+    this.early[rank] = null;
+    this.pending = this.pending.filter((r) => r.rank !== rank);
+    this.replies.release(rank);
+    if (this.opts.mode.pushPolicy === "aggregate") this.advanceAggregate();
+    return this.release(now);
+  }
+
+  /** The clock a replacement may take the rank at: after the aggregate in progress (sync), the slowest live clock otherwise. */
+  joinClock(): number {
+    return this.opts.mode.pushPolicy === "aggregate" ? this.version + 1 : this.minClock();
+  }
+
+  /** A replacement takes `rank` from `clock` on; false when this shard is already past that clock (sync). */
+  join(rank: number, clock: number): boolean {
+    // A rank that is live and has pushed since it joined is not replaced; one that has not (an
+    // earlier round of the same replacement's join) may be registered again at a later clock.
+    if (this.live[rank] && this.clocks[rank] !== this.joinAt[rank]) return this.clocks[rank] === clock;
+    if (this.opts.mode.pushPolicy === "aggregate" && clock <= this.version) return false;
+    this.live[rank] = true;
+    this.clocks[rank] = clock;
+    this.joinAt[rank] = clock;
+    return true;
+  }
+
+  /** The oldest read held longer than `afterMs`, and the live ranks it waits for; null when none. */
+  stallReport(now: number, afterMs: number): StallReport | null {
+    if (this.paused || this.stopping) return null;
+    let oldest: PendingRead | null = null;
+    for (const r of this.pending) {
+      if (this.holdFrom !== null && r.clock >= this.holdFrom) continue; // held for an evaluation, not stalled
+      if (oldest === null || r.since < oldest.since) oldest = r;
+    }
+    if (oldest === null || now - oldest.since < afterMs) return null;
+    const waitingOn: { rank: number; clock: number }[] = [];
+    const sync = this.opts.mode.pushPolicy === "aggregate";
+    const min = this.minClock();
+    for (let r = 0; r < this.workers; r++) {
+      if (!this.live[r]) continue;
+      const c = this.clocks[r]!;
+      // sync: the ranks that have not pushed the clock being aggregated; SSP: the slowest ranks
+      const behind = sync ? this.contributes(r) && c <= this.version : c === min && c < oldest.clock;
+      if (behind) waitingOn.push({ rank: r, clock: c });
+    }
+    return { shard: this.opts.shard, reader: oldest.rank, clock: oldest.clock, waitedMs: now - oldest.since, waitingOn };
+  }
+
+  private clockReply(to: Buffer, seq: number, clock: number): Outgoing {
+    const o = this.reply(to, MsgType.ACK, seq, []);
+    o.header.clock = clock;
+    return o;
   }
 
   private checkCoordinator(h: Header): void {
@@ -240,24 +358,40 @@ export class ServerShard implements ShardClocks {
       // keeping the received frame instead would let it outlive the minor GCs that free frames
       // young (transport/young-gc.ts), and such frames add up to full collections.
       this.early[h.rank] = h.rank === this.nextRank ? g : this.holdEarly(h.rank, g);
-      for (let r = this.nextRank; r < this.workers; r++) {
-        const next = this.early[r];
-        if (!next) break;
-        if (r === 0) this.accum.set(next);
-        else addInto(this.accum, next);
-        this.early[r] = null;
-        this.nextRank = r + 1;
-      }
-      if (this.nextRank === this.workers) {
-        this.optimizer.apply(this.weights, this.accum, 1 / this.workers, learningRate(this.opts.optimizer, this.version));
-        this.nextRank = 0;
-        this.appliedGradients += this.workers;
-        this.version++;
-      }
+      this.advanceAggregate();
     }
     this.applyMs += performance.now() - t0;
     this.clocks[h.rank]!++;
     return staleness;
+  }
+
+  /**
+   * Sum the gradients of the current clock in rank order as far as they have come, skipping ranks
+   * that left (or join later); apply their mean once every contributing rank's is in.
+   */
+  private advanceAggregate(): void {
+    for (let r = this.nextRank; r < this.workers; r++) {
+      if (!this.contributes(r)) {
+        this.nextRank = r + 1;
+        continue;
+      }
+      const next = this.early[r];
+      if (!next) break;
+      if (this.summed === 0) this.accum.set(next);
+      else addInto(this.accum, next);
+      this.summed++;
+      this.early[r] = null;
+      this.nextRank = r + 1;
+    }
+    if (this.nextRank === this.workers) {
+      if (this.summed > 0) {
+        this.optimizer.apply(this.weights, this.accum, 1 / this.summed, learningRate(this.opts.optimizer, this.version));
+        this.appliedGradients += this.summed;
+        this.version++;
+      }
+      this.nextRank = 0;
+      this.summed = 0;
+    }
   }
 
   private read(to: Buffer, rank: number, clock: number, seq: number, now: number, staleness = 0): Outgoing[] {
@@ -348,6 +482,7 @@ export class ServerShard implements ShardClocks {
       version: this.version,
       appliedGradients: this.appliedGradients,
       clocks: Array.from(this.clocks),
+      left: this.live.flatMap((l, r) => (l ? [] : [r])),
       staleness: this.staleness.toJSON(),
       readGap: this.readGap.toJSON(),
       readsWaited: this.readsWaited,
@@ -358,6 +493,18 @@ export class ServerShard implements ShardClocks {
       applySeconds: this.applyMs / 1000,
     };
   }
+}
+
+function leftRank(h: Header, frame: Buffer | undefined): number {
+  if (h.dtype !== DType.JSON || !frame) throw new WireError("payload-length", "WORKER_LEFT carries a JSON body {rank}");
+  let body: unknown;
+  try {
+    body = JSON.parse(frame.toString("utf8"));
+  } catch {
+    throw new WireError("json", "WORKER_LEFT body is not JSON");
+  }
+  const rank = typeof body === "object" && body !== null ? (body as { rank?: unknown }).rank : undefined;
+  return typeof rank === "number" ? rank : NaN;
 }
 
 function decodeChecked(head: Buffer | undefined, runId: number): Header {

@@ -36,6 +36,19 @@ export const MsgType = {
   RESUME: 26,
   STATS: 27,
   ACK: 28,
+  // Worker failures (docs/reliability.md, "Worker failures"); numbered apart from the rest.
+  /** coordinator -> shard: a worker left the run (JSON {rank}); the shard stops waiting for it */
+  WORKER_LEFT: 40,
+  /** replacement worker -> shard: ask for a join clock (no flag) or take the rank from header.clock (AT_CLOCK) */
+  JOIN: 41,
+  /** shard -> coordinator (control): a sync/SSP read has waited past the heartbeat timeout (JSON StallReport) */
+  STALL: 42,
+  /** allreduce worker -> coordinator: its peer group lost a member (JSON ElasticMsg) */
+  ELASTIC: 43,
+  /** coordinator -> allreduce worker: the new membership of the peer group (JSON ReformMsg) */
+  REFORM: 44,
+  /** coordinator -> worker (shrink): the ranks still in the run (JSON MembersMsg); data is re-partitioned among them */
+  MEMBERS: 45,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]));

@@ -6,6 +6,8 @@ export interface StepResult {
   staleness: number;
   /** the step had to wait for slower workers (SSP/sync) */
   waited: boolean;
+  /** elastic allreduce: the group re-formed and rolled back; the loop goes on from this step */
+  redoFrom?: number;
 }
 
 /**

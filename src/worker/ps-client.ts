@@ -1,7 +1,8 @@
 import type { KeyRange } from "../ps/key-range.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
-import { PeerClient } from "../transport/peer-client.js";
+import { PeerClient, RemoteError } from "../transport/peer-client.js";
+import { ErrorCode, PsError } from "../util/errors.js";
 import type { GradientExchange, StepResult } from "./exchange.js";
 
 export interface ShardEndpoint {
@@ -43,6 +44,29 @@ export class ParameterClient implements GradientExchange {
       ),
     );
     return this.absorb(replies);
+  }
+
+  /**
+   * A replacement worker takes over its rank (--on-worker-failure wait): every shard proposes the
+   * clock it can join at, the latest wins, every shard registers the rank from that clock on (a
+   * sync shard already past it refuses, and the round starts again). Returns the join clock; the
+   * weights for it are read with pull().
+   */
+  async join(attempts = 20): Promise<number> {
+    const ask = (k: number, clock: number, commit: boolean) =>
+      this.clients[k]!.request(makeHeader(MsgType.JOIN, { runId: this.runId, rank: this.rank, clock, flags: commit ? Flag.AT_CLOCK : 0 }));
+    let lastRefusal = "";
+    for (let i = 0; i < attempts; i++) {
+      const proposals = await Promise.all(this.shards.map((_, k) => ask(k, 0, false)));
+      const clock = Math.max(...proposals.map((r) => r.header.clock));
+      // Every shard answers before the next round (each client has one request in flight at most).
+      const commits = await Promise.allSettled(this.shards.map((_, k) => ask(k, clock, true)));
+      const refused = commits.flatMap((c) => (c.status === "rejected" ? [c.reason as unknown] : []));
+      if (refused.length === 0) return clock;
+      for (const err of refused) if (!(err instanceof RemoteError) || err.reason !== "join-late") throw err;
+      lastRefusal = (refused[0] as RemoteError).message;
+    }
+    throw new PsError(ErrorCode.TIMEOUT, `worker ${this.rank}: could not join the shards in ${attempts} rounds (${lastRefusal})`);
   }
 
   /** Push the gradient computed at `clock` and read the weights for clock + 1, on every shard at once. */

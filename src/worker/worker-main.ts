@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg, MembersMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
 import { ShardBatcher } from "../data/batcher.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -29,20 +29,37 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   const parts = partitionIndices(data.trainY, data.trainCount, cfg.workers, cfg.partition, cfg.seed, data.task);
   const mine = parts[rank];
   if (!mine) throw new Error(`worker ${rank}: no data shard`);
-  const batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank));
+  let batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank));
+  // --on-worker-failure shrink: from its next epoch on, a survivor takes its part of the whole
+  // training set split among the workers still in the run (the latest MEMBERS message).
+  const repartition = () => {
+    let latest: MembersMsg | null = null;
+    for (let m = control.poll(MsgType.MEMBERS); m; m = control.poll(MsgType.MEMBERS)) latest = m.body as MembersMsg;
+    const index = latest?.live.indexOf(rank) ?? -1;
+    if (!latest || index < 0) return;
+    const part = partitionIndices(data.trainY, data.trainCount, latest.live.length, cfg.partition, cfg.seed, data.task)[index];
+    if (part) batcher = new ShardBatcher(data, part, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank), batcher.epoch + 1);
+  };
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
   if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
 
   const weights = new Float32Array(model.size);
   const gradient = new Float32Array(model.size);
   let exchange: GradientExchange;
+  // A replacement (--on-worker-failure wait) starts at the clock the shards let it join at.
+  let firstStep = 0;
   if (cfg.comm === "allreduce") {
     exchange = await AllreduceExchange.join(control, cfgMsg, initFrame, weights, gradient, model.params);
   } else {
     const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
     const map = mapMsg.body as MapMsg;
     const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
-    await client.pull(0);
+    if (cfgMsg.replacement === true) {
+      firstStep = await client.join();
+      if (batcher.stepsPerEpoch > 0) batcher.startEpoch(Math.floor(firstStep / batcher.stepsPerEpoch));
+    }
+    // A replacement that joins after the last step has nothing left to do (and nothing to read).
+    if (firstStep < cfgMsg.stepsPerWorker) await client.pull(firstStep);
     exchange = client;
   }
   await control.send(MsgType.READY, { shardSize: mine.length });
@@ -64,8 +81,9 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     await control.send(MsgType.PROGRESS, msg);
   };
 
-  for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
+  for (let step = firstStep; step < cfgMsg.stepsPerWorker; step++) {
     const batch = batcher.nextBatch();
+    const lastOfEpoch = batch.stepInEpoch === batcher.stepsPerEpoch - 1;
     const c0 = performance.now();
     model.setWeights(weights);
     const res = model.gradient(batch.x, batch.y, batch.size, gradient);
@@ -76,6 +94,16 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       c1 = performance.now();
     }
     const r = await exchange.step(step, gradient);
+    if (r.redoFrom !== undefined) {
+      // Elastic allreduce: this step's collective failed and the survivors rolled back.
+      // Steps after the rollback point are done again: count them once.
+      const undone = step - r.redoFrom;
+      steps -= undone;
+      samples -= undone * batcher.batchSize;
+      if (r.stopping) break;
+      step = r.redoFrom - 1;
+      continue;
+    }
     const c2 = performance.now();
     computeMs += c1 - c0;
     commMs += c2 - c1;
@@ -91,6 +119,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       computeMs: c1 - c0,
       commMs: c2 - c1,
     });
+    if (lastOfEpoch) repartition();
     if (c2 - lastReport >= PROGRESS_EVERY_MS) {
       lastReport = c2;
       await flush();
@@ -112,6 +141,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       commSeconds: commMs / 1000,
       slowFactor: slow,
       stoppedEarly,
+      shardSize: batcher.shardSize,
       ...(cfg.comm === "allreduce" ? { weightsSha256: createHash("sha256").update(f32Frame(weights)).digest("hex") } : {}),
     },
   };
