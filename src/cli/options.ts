@@ -28,6 +28,7 @@ import {
   type TrainConfig,
 } from "../config/train-config.js";
 import { PsError, badOption } from "../util/errors.js";
+import { resumeConfig } from "./resume-config.js";
 
 /** Prefix of the environment variables: `--batch-size` is PS_TRAIN_BATCH_SIZE. */
 export const ENV_PREFIX = "PS_TRAIN_";
@@ -486,6 +487,31 @@ const FIELDS: FieldTable = {
     type: "number",
     parse: int(1),
   },
+  checkpointEvery: {
+    group: "Run",
+    describe: "Server shards checkpoint weights, optimizer state and clocks every N server updates (sync: global steps); a crashed shard is restarted from it; 0 = off (integer >= 0)",
+    type: "number",
+    parse: int(0),
+  },
+  checkpointKeep: {
+    group: "Run",
+    describe: "Checkpoints kept per shard, newest first (integer >= 1)",
+    type: "number",
+    parse: int(1),
+  },
+  gradClip: {
+    group: "Run",
+    describe: "Clip each gradient range a shard receives to this L2 norm; 0 = off (>= 0)",
+    type: "number",
+    parse: num({ min: 0 }),
+  },
+  resume: {
+    group: "Run",
+    describe: "Continue the run in RUN_DIR from its latest checkpoint, with its config.json; other options may not change its training",
+    type: "string",
+    defaultText: '""',
+    parse: str(true),
+  },
 };
 
 const KEYS = Object.keys(FIELDS) as TrainOptionKey[];
@@ -771,6 +797,9 @@ export function resolveTrainConfig(
       throw badOption(`${mode.where}: --comm allreduce needs --mode sync (got ${show(mode.raw)}); async and ssp need the parameter server (--comm ps)`);
     }
     config.mode = "sync";
+  }
+  if (config.resume !== "") {
+    return resumeConfig(config, new Map([...last].map(([k, s]) => [k, s.where])));
   }
   const slow = last.get("slow");
   if (slow !== undefined) {

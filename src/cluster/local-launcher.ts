@@ -38,7 +38,7 @@ export class LocalLauncher {
   constructor(
     private readonly coordinatorEndpoint: string,
     private readonly timeoutMs: number,
-    private readonly onUnexpectedExit: (err: Error) => void,
+    private readonly onUnexpectedExit: (err: Error, who?: { role: Role; rank: number }) => void,
     private readonly malloc: "tuned" | "default" = "tuned",
   ) {}
 
@@ -61,13 +61,16 @@ export class LocalLauncher {
       if (this.stopping && code === 0) return;
       if (this.stopping && signal === "SIGKILL") return;
       const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
-      this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} (pid ${proc.pid}) ${how}${this.tail(logFile)}`));
+      this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} (pid ${proc.pid}) ${how}${this.tail(logFile)}`), { role, rank });
     });
     proc.on("error", (err) => this.onUnexpectedExit(new PsError(ErrorCode.PROCESS_EXIT, `${peerName(role, rank)} could not start: ${err.message}`)));
   }
 
+  /** The live process of each role and rank (a restarted shard's newest one). */
   pids(): { role: Role; rank: number; pid: number | undefined }[] {
-    return this.children.map((c) => ({ role: c.role, rank: c.rank, pid: c.proc.pid }));
+    const live = new Map<string, Child>();
+    for (const c of this.children) live.set(`${c.role}:${c.rank}`, c);
+    return [...live.values()].map((c) => ({ role: c.role, rank: c.rank, pid: c.proc.pid }));
   }
 
   /** Wait up to graceMs for every child to exit, then kill the rest. */

@@ -85,6 +85,14 @@ export interface TrainConfig extends OptimizerConfig {
   /** deadline for any single wait (rendezvous, a reply, a barrier), in ms */
   timeoutMs: number;
   heartbeatMs: number;
+  /** server shards checkpoint every N server updates (sync: global steps); 0 = off (docs/reliability.md) */
+  checkpointEvery: number;
+  /** checkpoints kept per shard */
+  checkpointKeep: number;
+  /** clip each pushed gradient range to this L2 norm at the shard; 0 = off */
+  gradClip: number;
+  /** continue the run in this run directory from its latest checkpoint; "" = a new run */
+  resume: string;
 }
 
 export const DEFAULTS: TrainConfig = {
@@ -116,6 +124,10 @@ export const DEFAULTS: TrainConfig = {
   progress: "auto",
   timeoutMs: 30000,
   heartbeatMs: 1000,
+  checkpointEvery: 0,
+  checkpointKeep: 3,
+  gradClip: 0,
+  resume: "",
   optimizer: "adam",
   lr: 0.005,
   momentum: 0.9,

@@ -10,6 +10,14 @@ export interface ShardOptimizer {
   apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void;
   /** state for checkpoints: named Float32Arrays plus scalars */
   state(): { tensors: Record<string, Float32Array>; scalars: Record<string, number> };
+  /** load a state() taken from an optimizer of the same kind and size (a checkpoint) */
+  restore(tensors: ReadonlyMap<string, Float32Array>, scalars: Readonly<Record<string, number>>): void;
+}
+
+function load(into: Float32Array, tensors: ReadonlyMap<string, Float32Array>, name: string): void {
+  const t = tensors.get(name);
+  if (!t || t.length !== into.length) throw new Error(`optimizer state "${name}": expected ${into.length} values, got ${t?.length ?? "none"}`);
+  into.set(t);
 }
 
 class Sgd implements ShardOptimizer {
@@ -35,6 +43,7 @@ class Sgd implements ShardOptimizer {
   state() {
     return { tensors: {}, scalars: {} };
   }
+  restore(): void {}
 }
 
 class Momentum implements ShardOptimizer {
@@ -69,6 +78,9 @@ class Momentum implements ShardOptimizer {
   }
   state() {
     return { tensors: { v: this.v }, scalars: {} };
+  }
+  restore(tensors: ReadonlyMap<string, Float32Array>): void {
+    load(this.v, tensors, "v");
   }
 }
 
@@ -105,6 +117,13 @@ class Adam implements ShardOptimizer {
   }
   state() {
     return { tensors: { m: this.m, v: this.v }, scalars: { t: this.t } };
+  }
+  restore(tensors: ReadonlyMap<string, Float32Array>, scalars: Readonly<Record<string, number>>): void {
+    load(this.m, tensors, "m");
+    load(this.v, tensors, "v");
+    const t = scalars["t"];
+    if (t === undefined || !Number.isInteger(t) || t < 0) throw new Error(`optimizer state "t": expected a step count, got ${String(t)}`);
+    this.t = t;
   }
 }
 

@@ -24,6 +24,21 @@ export interface ServerShardOptions {
   optimizer: OptimizerConfig;
   /** the initial weights of this shard's range */
   init: Float32Array;
+  /** clip each pushed gradient to this L2 norm; 0 or absent: off */
+  gradClip?: number;
+  /** a checkpoint is due every this many server updates (sync: aggregates; else gradients); 0 or absent: never */
+  checkpointEvery?: number;
+}
+
+/** What a checkpoint holds of a shard (see checkpoint.ts for the file). */
+export interface ShardState {
+  step: number;
+  version: number;
+  appliedGradients: number;
+  clocks: number[];
+  lrStep: number;
+  optimizerScalars: Record<string, number>;
+  tensors: [string, Float32Array][];
 }
 
 interface PendingRead {
@@ -50,6 +65,16 @@ export interface ShardStats {
   bytesReceived: number;
   bytesSent: number;
   applySeconds: number;
+  /** gradients refused because they hold NaN or Infinity */
+  rejectedGradients: number;
+  /** gradients scaled down to --grad-clip */
+  clippedGradients: number;
+  /** checkpoints written by this shard process */
+  checkpoints: number;
+  /** the checkpoint step this shard process was restored from; null: it started fresh */
+  restoredFrom: number | null;
+  /** gradients applied before a crash and lost with it (pushed since the restored checkpoint) */
+  lostUpdates: number;
 }
 
 /**
@@ -85,6 +110,14 @@ export class ServerShard implements ShardClocks {
   readonly errors: Record<string, number> = {};
   bytesReceived = 0;
   bytesSent = 0;
+  rejectedGradients = 0;
+  clippedGradients = 0;
+  checkpoints = 0;
+  restoredFrom: number | null = null;
+  lostUpdates = 0;
+  private checkpointDue = false;
+  /** ranks whose first message after a restart may carry a weights version this process never had */
+  private readonly rejoining = new Set<number>();
 
   constructor(private readonly opts: ServerShardOptions) {
     const n = opts.range.end - opts.range.start;
@@ -114,6 +147,70 @@ export class ServerShard implements ShardClocks {
 
   get pendingReads(): number {
     return this.pending.length;
+  }
+
+  /** The position that names a checkpoint: sync, global steps (= version); async/SSP, applied gradients. */
+  get step(): number {
+    return this.opts.mode.pushPolicy === "aggregate" ? this.version : this.appliedGradients;
+  }
+
+  /** True once per crossed checkpoint boundary (the caller writes state() then). */
+  takeCheckpointDue(): boolean {
+    const due = this.checkpointDue;
+    this.checkpointDue = false;
+    return due;
+  }
+
+  /** The state a checkpoint holds. Taken between messages, it is consistent with the clocks. */
+  state(): ShardState {
+    const opt = this.optimizer.state();
+    return {
+      step: this.step,
+      version: this.version,
+      appliedGradients: this.appliedGradients,
+      clocks: Array.from(this.clocks),
+      lrStep: this.lrStep(),
+      optimizerScalars: opt.scalars,
+      tensors: [["weights", this.weights], ...Object.entries(opt.tensors)],
+    };
+  }
+
+  private lrStep(): number {
+    return this.opts.mode.pushPolicy === "aggregate" ? this.version : Math.floor(this.appliedGradients / this.workers);
+  }
+
+  /**
+   * Load a checkpoint. `workerClocks` (a restart after a crash): the gradients each worker has
+   * had acknowledged by the shard; those pushed after the checkpoint are lost and counted, and
+   * the clocks are set to where the workers are, so that they go on from there.
+   */
+  restore(
+    st: { step: number; version: number; appliedGradients: number; clocks: readonly number[]; optimizerScalars: Record<string, number>; tensors: ReadonlyMap<string, Float32Array> },
+    workerClocks: readonly number[] | null = null,
+  ): void {
+    const w = st.tensors.get("weights");
+    if (!w || w.length !== this.weights.length) throw new Error(`shard ${this.opts.shard}: checkpoint holds ${w?.length ?? 0} weights, the range has ${this.weights.length}`);
+    if (st.clocks.length !== this.workers) throw new Error(`shard ${this.opts.shard}: checkpoint has clocks of ${st.clocks.length} workers, the run has ${this.workers}`);
+    this.weights.set(w);
+    this.optimizer.restore(st.tensors, st.optimizerScalars);
+    this.version = st.version;
+    this.appliedGradients = st.appliedGradients;
+    this.clocks.set(st.clocks);
+    this.restoredFrom = st.step;
+    if (workerClocks) {
+      let lost = 0;
+      for (let r = 0; r < this.workers; r++) {
+        // A gradient in the checkpoint whose answer the worker never got is pushed again.
+        const c = workerClocks[r] ?? st.clocks[r]!;
+        lost += Math.max(0, c - st.clocks[r]!);
+        this.clocks[r] = c;
+        this.rejoining.add(r);
+      }
+      this.lostUpdates += lost;
+      // Versions stay monotone for the workers: sync reads for clock c need version c; the
+      // others count the lost gradients as if they had been applied.
+      this.version = this.opts.mode.pushPolicy === "aggregate" ? Math.max(st.version, this.minClock()) : st.version + lost;
+    }
   }
 
   /** Handle one message from `from`; returns the replies to send now (possibly to other peers). */
@@ -189,10 +286,20 @@ export class ServerShard implements ShardClocks {
   private checkWorker(h: Header): void {
     if (!Number.isInteger(h.rank) || h.rank < 0 || h.rank >= this.workers)
       throw new WireError("rank", `rank ${h.rank} is not a worker of this run (0..${this.workers - 1})`);
+    if (h.flags !== 0) throw new WireError("flags", `${typeName(h.type)} from a worker carries no flags, got ${h.flags}`);
+    if (h.status !== 0) throw new WireError("status", `a request carries status 0, got ${h.status}`);
+    if (h.type === MsgType.PULL) {
+      const { start, end } = this.opts.range;
+      if (h.rangeStart !== start || h.rangeEnd !== end)
+        throw new WireError("range", `range [${h.rangeStart}, ${h.rangeEnd}) is not this shard's range [${start}, ${end})`);
+      if (h.dtype !== DType.NONE) throw new WireError("dtype", `PULL carries no tensor, got dtype ${h.dtype}`);
+    }
   }
 
   private checkCoordinator(h: Header): void {
     if (h.rank !== -1) throw new WireError("rank", `${typeName(h.type)} is only accepted from the coordinator (rank -1), got rank ${h.rank}`);
+    if ((h.flags & ~Flag.AT_CLOCK) !== 0) throw new WireError("flags", `${typeName(h.type)} accepts only the AT_CLOCK flag, got ${h.flags}`);
+    if (h.status !== 0) throw new WireError("status", `a request carries status 0, got ${h.status}`);
   }
 
   private expectNoPayload(h: Header, payload: Buffer[]): void {
@@ -219,12 +326,29 @@ export class ServerShard implements ShardClocks {
       throw new WireError("payload-length", `gradient of ${frame.byteLength} bytes (header says ${h.byteLength}), expected ${expected}`);
     if (h.clock !== this.clocks[h.rank])
       throw new WireError("clock", `worker ${h.rank} pushed clock ${h.clock}, expected ${this.clocks[h.rank]}`);
-    if (h.version > this.version) throw new WireError("version", `gradient computed from version ${h.version}, but the shard is at ${this.version}`);
+    // A worker's first push after a restart may carry a version of the process before the crash.
+    const rejoin = this.rejoining.delete(h.rank);
+    if (h.version > this.version && !rejoin) throw new WireError("version", `gradient computed from version ${h.version}, but the shard is at ${this.version}`);
     const g = f32View(frame, this.scratch);
-    if (!allFinite(g)) throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
+    if (!allFinite(g)) {
+      this.rejectedGradients++;
+      throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
+    }
+    const clip = this.opts.gradClip ?? 0;
+    if (clip > 0) {
+      let ss = 0;
+      for (let i = 0; i < g.length; i++) ss += g[i]! * g[i]!;
+      const norm = Math.sqrt(ss);
+      if (norm > clip) {
+        // Scale in place: g is this message's own frame (or the scratch copy of it).
+        const f = clip / norm;
+        for (let i = 0; i < g.length; i++) g[i] = g[i]! * f;
+        this.clippedGradients++;
+      }
+    }
 
     const t0 = performance.now();
-    const staleness = this.version - h.version;
+    const staleness = Math.max(0, this.version - h.version);
     this.staleness.add(staleness);
     if (this.opts.mode.pushPolicy === "apply") {
       // One gradient is 1/N of a global step: scale the step (not the gradient) so that Adam,
@@ -232,6 +356,7 @@ export class ServerShard implements ShardClocks {
       this.optimizer.apply(this.weights, g, 1, learningRate(this.opts.optimizer, Math.floor(this.appliedGradients / this.workers)) / this.workers);
       this.appliedGradients++;
       this.version++;
+      if (this.everyCrossed(this.appliedGradients)) this.checkpointDue = true;
     } else {
       // Sum in rank order whatever the arrival order, so that a sync run's weights are the same
       // bit for bit from run to run (float addition is not associative). A gradient that arrives
@@ -252,11 +377,17 @@ export class ServerShard implements ShardClocks {
         this.nextRank = 0;
         this.appliedGradients += this.workers;
         this.version++;
+        if (this.everyCrossed(this.version)) this.checkpointDue = true;
       }
     }
     this.applyMs += performance.now() - t0;
     this.clocks[h.rank]!++;
     return staleness;
+  }
+
+  private everyCrossed(n: number): boolean {
+    const every = this.opts.checkpointEvery ?? 0;
+    return every > 0 && n % every === 0;
   }
 
   private read(to: Buffer, rank: number, clock: number, seq: number, now: number, staleness = 0): Outgoing[] {
@@ -355,6 +486,11 @@ export class ServerShard implements ShardClocks {
       bytesReceived: this.bytesReceived,
       bytesSent: this.bytesSent,
       applySeconds: this.applyMs / 1000,
+      rejectedGradients: this.rejectedGradients,
+      clippedGradients: this.clippedGradients,
+      checkpoints: this.checkpoints,
+      restoredFrom: this.restoredFrom,
+      lostUpdates: this.lostUpdates,
     };
   }
 }

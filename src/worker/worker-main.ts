@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, RestartAck, StepRecord } from "../cluster/messages.js";
 import { ShardBatcher } from "../data/batcher.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -30,6 +30,9 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   const mine = parts[rank];
   if (!mine) throw new Error(`worker ${rank}: no data shard`);
   const batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank));
+  // --resume: the batches of the steps before the checkpoint are skipped, in the same order.
+  const startStep = cfgMsg.startStep ?? 0;
+  batcher.seek(startStep);
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
   if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
 
@@ -42,7 +45,8 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
     const map = mapMsg.body as MapMsg;
     const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
-    await client.pull(0);
+    await client.pull(startStep);
+    followShardRestarts(control, client);
     exchange = client;
   }
   await control.send(MsgType.READY, { shardSize: mine.length });
@@ -64,7 +68,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     await control.send(MsgType.PROGRESS, msg);
   };
 
-  for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
+  for (let step = startStep; step < cfgMsg.stepsPerWorker; step++) {
     const batch = batcher.nextBatch();
     const c0 = performance.now();
     model.setWeights(weights);
@@ -120,4 +124,24 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   // when every worker has finished every collective): a peer that closes early looks lost.
   if (cfg.comm !== "allreduce") exchange.close();
   model.dispose();
+}
+
+/**
+ * A server shard's restart (docs/reliability.md): on "down" the worker drops the dead shard's
+ * socket and tells the coordinator how many of its gradients that shard had acknowledged; on
+ * "up" it sends the restarted shard whatever was in flight.
+ */
+function followShardRestarts(control: ControlClient, client: ParameterClient): void {
+  control.onMap = (m) => {
+    const r = (m.body as MapMsg | null)?.restart;
+    if (!r) return false;
+    if (r.phase === "down") {
+      client.shardDown(r.shard);
+      const ack: RestartAck = { shard: r.shard, clock: client.acked[r.shard] ?? 0 };
+      control.send(MsgType.ACK, ack).catch(() => undefined);
+    } else if (r.endpoint !== undefined) {
+      void client.shardUp(r.shard, r.endpoint);
+    }
+    return true;
+  };
 }

@@ -1,0 +1,128 @@
+import { strict as assert } from "node:assert";
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { checkpointDir, listCheckpoints } from "../../src/ps/checkpoint.js";
+import { maxAbsDiff, savedWeights, smallConfig, tempDir, train } from "../helpers/run.js";
+
+interface ProcessInfo {
+  role: string;
+  rank: number;
+  pid: number;
+}
+
+async function waitFor<T>(what: string, f: () => T | undefined, deadlineMs = 60_000): Promise<T> {
+  const until = Date.now() + deadlineMs;
+  for (;;) {
+    const v = f();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`${what}: not within ${deadlineMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+function processes(out: string): ProcessInfo[] | undefined {
+  const file = join(out, "config.json");
+  if (!existsSync(file)) return undefined;
+  return (JSON.parse(readFileSync(file, "utf8")) as { cluster: { processes: ProcessInfo[] } }).cluster.processes;
+}
+
+/** Checkpoints of shard k at a step >= minStep, if any. */
+function checkpointAtLeast(out: string, k: number, minStep: number): number | undefined {
+  const c = listCheckpoints(checkpointDir(out, k))[0];
+  return c && c.step >= minStep ? c.step : undefined;
+}
+
+const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+describe("reliability: checkpoints, restart, resume (real processes)", function () {
+  this.timeout(240_000);
+
+  for (const mode of ["sync", "async"] as const) {
+    it(`${mode}: a server shard killed with SIGKILL is restarted from its checkpoint and the run finishes`, async () => {
+      const every = 20;
+      const cfg = smallConfig({ mode, workers: 2, servers: 2, maxSteps: 1500, checkpointEvery: every, checkpointKeep: 2 });
+      const run = train(cfg);
+      const procs = await waitFor("config.json", () => processes(cfg.out));
+      const victim = procs.find((p) => p.role === "server" && p.rank === 0)!;
+      // Mid-run, after a checkpoint beyond the first: the restart must come from a real checkpoint.
+      await waitFor("a second checkpoint of shard 0", () => checkpointAtLeast(cfg.out, 0, 2 * every));
+      process.kill(victim.pid, "SIGKILL");
+      const summary = await run;
+      assert.equal(summary.status, "ok");
+      assert.equal(summary.restarts, 1);
+      const rec = summary.restartLog[0]!;
+      assert.equal(rec.shard, 0);
+      assert.ok(rec.restoredFrom !== null && rec.restoredFrom >= 2 * every, `restored from ${String(rec.restoredFrom)}`);
+      // At most the updates since the last checkpoint are lost: checkpointEvery server updates,
+      // which in sync are global steps of one gradient per worker.
+      const bound = mode === "sync" ? every * cfg.workers : every;
+      assert.ok(summary.lostUpdates >= 0 && summary.lostUpdates <= bound + cfg.workers, `lost ${summary.lostUpdates} > ${bound}`);
+      assert.equal(summary.lostUpdates, rec.lostUpdates);
+      assert.equal(summary.steps, 1500);
+      assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
+      assert.ok(summary.checkpoints > 0);
+      // Keep the last K: never more than checkpointKeep files per shard, and no temporary file left.
+      for (const k of [0, 1]) {
+        const names = readdirSync(checkpointDir(cfg.out, k));
+        assert.ok(names.length <= 2, `shard ${k}: ${names.join(", ")}`);
+      }
+      // config.json lists the live processes: the restarted shard is a new one.
+      const after = processes(cfg.out)!;
+      assert.equal(after.length, procs.length);
+    });
+  }
+
+  it("without --checkpoint-every a killed shard still fails the run, naming it", async () => {
+    const cfg = smallConfig({ mode: "sync", workers: 2, servers: 2, maxSteps: 100000 });
+    const run = train(cfg);
+    const procs = await waitFor("config.json", () => processes(cfg.out));
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(procs.find((p) => p.role === "server" && p.rank === 1)!.pid, "SIGKILL");
+    await assert.rejects(run, /server shard 1/);
+  });
+
+  it("--resume continues a killed run from its last checkpoint and ends with the weights of an uninterrupted run", async () => {
+    const base = ["--mode", "sync", "--workers", "2", "--servers", "2", "--dataset", "synthetic", "--model", "logreg", "--backend", "cpu", "--batch-size", "16",
+      "--optimizer", "adam", "--lr", "0.01", "--max-steps", "600", "--checkpoint-every", "50", "--log-level", "silent", "--progress", "off"];
+    const dir = tempDir();
+    const whole = join(dir, "whole");
+    const cut = join(dir, "cut");
+    const runCli = (args: string[]) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+        let stderr = "";
+        p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+        p.on("exit", (code) => resolve({ code, stderr }));
+      });
+    const w = await runCli([...base, "--out", whole]);
+    assert.equal(w.code, 0, w.stderr);
+
+    // The same run, its coordinator killed (taking its processes with it) after step 150's checkpoint.
+    const proc = spawn(process.execPath, [CLI, ...base, "--out", cut], { stdio: "ignore" });
+    await waitFor("checkpoints at step 150 on both shards", () => (checkpointAtLeast(cut, 0, 150) !== undefined && checkpointAtLeast(cut, 1, 150) !== undefined ? true : undefined));
+    proc.kill("SIGKILL");
+    await new Promise((r) => proc.on("exit", r));
+    assert.ok(!existsSync(join(cut, "summary.json")), "the run was cut before its end");
+
+    // An incompatible override is refused in one line, before anything starts.
+    const bad = await runCli(["--resume", cut, "--workers", "3"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr.trim(), /^ps-train: PS_ERR_BAD_OPTION: --workers: --resume continues the run with its own options/);
+    assert.equal(bad.stderr.trim().split("\n").length, 1);
+
+    const r = await runCli(["--resume", cut, "--log-level", "silent"]);
+    assert.equal(r.code, 0, r.stderr);
+    const sw = JSON.parse(readFileSync(join(whole, "summary.json"), "utf8")) as { testAccuracy: number; steps: number };
+    const sr = JSON.parse(readFileSync(join(cut, "summary.json"), "utf8")) as { testAccuracy: number; steps: number; resumedFrom: number };
+    assert.ok(sr.resumedFrom >= 150 && sr.resumedFrom < 600, `resumed from ${sr.resumedFrom}`);
+    assert.equal(sr.steps, 600);
+    const diff = maxAbsDiff(savedWeights(cut), savedWeights(whole));
+    assert.ok(diff < 1e-5, `max |w_resumed - w_whole| = ${diff}`);
+    assert.ok(Math.abs(sr.testAccuracy - sw.testAccuracy) < 1e-6);
+    // metrics.jsonl goes on: the steps after the checkpoint are there (again) after the first part's.
+    const steps = readFileSync(join(cut, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; step?: number; worker?: number });
+    assert.ok(steps.some((m) => m.type === "step" && m.step === 599 && m.worker === 0));
+  });
+});
