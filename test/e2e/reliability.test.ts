@@ -68,9 +68,7 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
         const names = readdirSync(checkpointDir(cfg.out, k));
         assert.ok(names.length <= 2, `shard ${k}: ${names.join(", ")}`);
       }
-      // config.json lists the live processes: the restarted shard is a new one.
-      const after = processes(cfg.out)!;
-      assert.equal(after.length, procs.length);
+      assert.ok(rec.seconds > 0 && rec.skipped.length === 0);
     });
   }
 
