@@ -248,6 +248,7 @@ export class ServerShard implements ShardClocks {
         this.expectNoPayload(h, payload);
         if (h.clock !== this.clocks[h.rank])
           throw new WireError("clock", `worker ${h.rank} read at clock ${h.clock} but has pushed ${this.clocks[h.rank]} gradients`);
+        this.checkPullFields(h);
         this.replies.release(h.rank);
         return this.read(from, h.rank, h.clock, h.seq, now);
       }
@@ -288,12 +289,13 @@ export class ServerShard implements ShardClocks {
       throw new WireError("rank", `rank ${h.rank} is not a worker of this run (0..${this.workers - 1})`);
     if (h.flags !== 0) throw new WireError("flags", `${typeName(h.type)} from a worker carries no flags, got ${h.flags}`);
     if (h.status !== 0) throw new WireError("status", `a request carries status 0, got ${h.status}`);
-    if (h.type === MsgType.PULL) {
-      const { start, end } = this.opts.range;
-      if (h.rangeStart !== start || h.rangeEnd !== end)
-        throw new WireError("range", `range [${h.rangeStart}, ${h.rangeEnd}) is not this shard's range [${start}, ${end})`);
-      if (h.dtype !== DType.NONE) throw new WireError("dtype", `PULL carries no tensor, got dtype ${h.dtype}`);
-    }
+  }
+
+  private checkPullFields(h: Header): void {
+    const { start, end } = this.opts.range;
+    if (h.rangeStart !== start || h.rangeEnd !== end)
+      throw new WireError("range", `range [${h.rangeStart}, ${h.rangeEnd}) is not this shard's range [${start}, ${end})`);
+    if (h.dtype !== DType.NONE) throw new WireError("dtype", `PULL carries no tensor, got dtype ${h.dtype}`);
   }
 
   private checkCoordinator(h: Header): void {
