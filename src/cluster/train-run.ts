@@ -217,6 +217,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     map.servers.sort((a, b) => a.shard - b.shard);
     runDir.writeJson("config.json", {
       ...config,
+      // config.json repeats the run when given back with --config; a resumed run records where it went on from
+      resume: "",
+      ...(resume ? { resumedFrom: resume.startSteps } : {}),
       backend: prep.backend,
       backendRequested: cfg.backend,
       versions: { psTrain: PKG_VERSION, node: process.version },
