@@ -94,6 +94,8 @@ export class ServerShard implements ShardClocks {
   private nextRank = 0;
   private readonly early: (Float32Array | null)[];
   private readonly earlyCopies: (Float32Array | undefined)[] = [];
+  /** sync after a restart only: gradients of the round after the open one, from a worker a clock ahead */
+  private readonly nextRound: (Float32Array | null)[];
   private pending: PendingRead[] = [];
   private paused = false;
   /** reads for clocks >= holdFrom are held (a pause at an exact step); null: none */
@@ -128,6 +130,7 @@ export class ServerShard implements ShardClocks {
     this.optimizer = createOptimizer(opts.optimizer, n);
     this.accum = new Float32Array(opts.mode.pushPolicy === "aggregate" ? n : 0);
     this.early = new Array<Float32Array | null>(opts.workers).fill(null);
+    this.nextRound = new Array<Float32Array | null>(opts.workers).fill(null);
     this.scratch = new Float32Array(n);
   }
 
@@ -207,9 +210,27 @@ export class ServerShard implements ShardClocks {
         this.rejoining.add(r);
       }
       this.lostUpdates += lost;
-      // Versions stay monotone for the workers: sync reads for clock c need version c; the
-      // others count the lost gradients as if they had been applied.
-      this.version = this.opts.mode.pushPolicy === "aggregate" ? Math.max(st.version, this.minClock()) : st.version + lost;
+      if (this.opts.mode.pushPolicy === "aggregate") this.rejoinBarrier();
+      // The others count the lost gradients as if they had been applied, so versions stay monotone.
+      else this.version = st.version + lost;
+    }
+  }
+
+  /**
+   * Sync after a restart: the barrier goes on at the slowest worker's clock m (version = m, the
+   * rounds completed). A worker one clock ahead got its answer for round m from the dead
+   * process just before it died: its gradient of round m is lost (counted), and stands in the
+   * round as zero, so the round closes with the others' resent gradients.
+   */
+  private rejoinBarrier(): void {
+    const m = this.minClock();
+    this.version = m;
+    const zero = new Float32Array(this.weights.length);
+    for (let r = 0; r < this.workers; r++) {
+      const c = this.clocks[r]!;
+      if (c === m) continue;
+      if (c !== m + 1) throw new Error(`shard ${this.opts.shard}: sync workers resume ${c - m} clocks apart (worker ${r} at ${c}, slowest at ${m})`);
+      this.early[r] = this.holdEarly(r, zero);
     }
   }
 
@@ -365,26 +386,46 @@ export class ServerShard implements ShardClocks {
       // ahead of its turn is copied into that rank's buffer (allocated once) until its turn comes:
       // keeping the received frame instead would let it outlive the minor GCs that free frames
       // young (transport/young-gc.ts), and such frames add up to full collections.
-      this.early[h.rank] = h.rank === this.nextRank ? g : this.holdEarly(h.rank, g);
-      for (let r = this.nextRank; r < this.workers; r++) {
-        const next = this.early[r];
-        if (!next) break;
-        if (r === 0) this.accum.set(next);
-        else addInto(this.accum, next);
-        this.early[r] = null;
-        this.nextRank = r + 1;
-      }
-      if (this.nextRank === this.workers) {
-        this.optimizer.apply(this.weights, this.accum, 1 / this.workers, learningRate(this.opts.optimizer, this.version));
-        this.nextRank = 0;
-        this.appliedGradients += this.workers;
-        this.version++;
-        if (this.everyCrossed(this.version)) this.checkpointDue = true;
+      if (h.rank < this.nextRank || this.early[h.rank] !== null) {
+        // Only after a restart (rejoinBarrier): a worker a clock ahead pushes the next round
+        // before this one has closed. Its gradient waits for that round.
+        this.nextRound[h.rank] = Float32Array.from(g);
+      } else {
+        this.early[h.rank] = h.rank === this.nextRank ? g : this.holdEarly(h.rank, g);
+        this.accumulate();
       }
     }
     this.applyMs += performance.now() - t0;
     this.clocks[h.rank]!++;
     return staleness;
+  }
+
+  /** Add the gradients of this round that are there, in rank order; apply the round once complete. */
+  private accumulate(): void {
+    for (let r = this.nextRank; r < this.workers; r++) {
+      const next = this.early[r];
+      if (!next) break;
+      if (r === 0) this.accum.set(next);
+      else addInto(this.accum, next);
+      this.early[r] = null;
+      this.nextRank = r + 1;
+    }
+    if (this.nextRank === this.workers) {
+      this.optimizer.apply(this.weights, this.accum, 1 / this.workers, learningRate(this.opts.optimizer, this.version));
+      this.nextRank = 0;
+      this.appliedGradients += this.workers;
+      this.version++;
+      if (this.everyCrossed(this.version)) this.checkpointDue = true;
+      let held = false;
+      for (let r = 0; r < this.workers; r++) {
+        const g = this.nextRound[r];
+        if (!g) continue;
+        this.early[r] = g;
+        this.nextRound[r] = null;
+        held = true;
+      }
+      if (held) this.accumulate();
+    }
   }
 
   private everyCrossed(n: number): boolean {

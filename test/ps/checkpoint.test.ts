@@ -160,6 +160,29 @@ describe("shard checkpoints", () => {
     assert.equal(again[0]?.header.type, MsgType.ERROR);
     assert.equal(b.stats().lostUpdates, 3);
   });
+
+  it("sync: a worker that got the dead process's last answer comes back a clock ahead, and the barrier still closes", () => {
+    const dir = tempDir();
+    const a = shard("sync", { workers: 2 });
+    drive(a, 0, 3);
+    const file = save(a, dir);
+    drive(a, 3, 5);
+    // Round 5: both pushed, worker 0 got its answer (it is at clock 6), worker 1's was lost in the crash.
+    const b = shard("sync", { workers: 2 });
+    load(b, file, [6, 5]);
+    assert.equal(b.version, 5);
+    assert.equal(b.lostUpdates, 3 + 2);
+    const r0 = b.handle(peer(0), pushPull(0, 6, grad(0, 6), { version: 6 }));
+    assert.equal(r0.length, 0, "worker 0's round-6 gradient waits for round 5 to close");
+    const r1 = b.handle(peer(1), pushPull(1, 5, grad(1, 5), { version: 5 }));
+    assert.deepEqual(r1.map((o) => [o.to[0], o.header.type, o.header.version]), [[1, MsgType.WEIGHTS, 6]], "round 5 closes (worker 0's part lost, as zero)");
+    const r2 = b.handle(peer(1), pushPull(1, 6, grad(1, 6), { version: 6 }));
+    assert.deepEqual(r2.map((o) => o.to[0]).sort(), [0, 1], "round 6 closes with both; both read clock 7");
+    assert.equal(b.version, 7);
+    assert.deepEqual(b.stats().clocks, [7, 7]);
+    drive(b, 7, 9);
+    assert.equal(b.version, 9);
+  });
 });
 
 describe("hostile gradients at the shard", () => {
