@@ -101,6 +101,8 @@ export interface Summary {
   checkpoints: number;
   /** --resume: the global step the run went on from (throughput figures cover this part only) */
   resumedFrom: number | null;
+  /** checkpoints passed over because they did not verify (checksum, truncation), with why */
+  checkpointsSkipped: string[];
 }
 
 export interface PreparedRun {
@@ -467,6 +469,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       clippedGradients,
       checkpoints,
       resumedFrom: resume ? startGlobal : null,
+      checkpointsSkipped: [...(resume?.skipped ?? []), ...(restarter?.records ?? []).flatMap((r) => r.skipped)],
     };
     runDir.writeJson("summary.json", summary);
     return summary;

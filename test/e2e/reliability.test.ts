@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkpointDir, listCheckpoints } from "../../src/ps/checkpoint.js";
@@ -110,11 +110,22 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
     assert.match(bad.stderr.trim(), /^ps-train: PS_ERR_BAD_OPTION: --workers: --resume continues the run with its own options/);
     assert.equal(bad.stderr.trim().split("\n").length, 1);
 
+    // Shard 1's newest checkpoint is damaged: its checksum finds it, and every shard goes back to
+    // the newest step they all still have.
+    const steps0 = listCheckpoints(checkpointDir(cut, 0)).map((c) => c.step);
+    const [newest1, ...rest1] = listCheckpoints(checkpointDir(cut, 1));
+    const buf = readFileSync(newest1!.file);
+    buf[buf.byteLength - 7] = buf[buf.byteLength - 7]! ^ 0x40;
+    writeFileSync(newest1!.file, buf);
+    const expectedStep = Math.max(...rest1.map((c) => c.step).filter((s) => steps0.includes(s)));
+
     const r = await runCli(["--resume", cut, "--log-level", "silent"]);
     assert.equal(r.code, 0, r.stderr);
     const sw = JSON.parse(readFileSync(join(whole, "summary.json"), "utf8")) as { testAccuracy: number; steps: number };
     const sr = JSON.parse(readFileSync(join(cut, "summary.json"), "utf8")) as { testAccuracy: number; steps: number; resumedFrom: number };
-    assert.ok(sr.resumedFrom >= 150 && sr.resumedFrom < 800, `resumed from ${sr.resumedFrom}`);
+    assert.equal(sr.resumedFrom, expectedStep);
+    assert.equal((JSON.parse(readFileSync(join(cut, "summary.json"), "utf8")) as { checkpointsSkipped: string[] }).checkpointsSkipped.length, 1);
+    assert.ok(expectedStep >= 100 && expectedStep < newest1!.step);
     assert.equal(sr.steps, 800);
     const diff = maxAbsDiff(savedWeights(cut), savedWeights(whole));
     assert.ok(diff < 1e-5, `max |w_resumed - w_whole| = ${diff}`);
