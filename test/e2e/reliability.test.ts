@@ -72,6 +72,16 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
     });
   }
 
+  it("--grad-clip: the shards clip every gradient above the bound and say how many", async () => {
+    const plain = await train(smallConfig({ mode: "async", workers: 2, servers: 2, maxSteps: 60 }));
+    assert.equal(plain.clippedGradients, 0);
+    const clipped = await train(smallConfig({ mode: "async", workers: 2, servers: 2, maxSteps: 60, gradClip: 1e-4 }));
+    // every gradient range of every step is above 1e-4: 2 workers x 60 steps x 2 shards
+    assert.equal(clipped.clippedGradients, 2 * 60 * 2);
+    assert.equal(clipped.rejectedGradients, 0);
+    assert.ok(clipped.testLoss > plain.testLoss, "tiny steps learn less");
+  });
+
   it("without --checkpoint-every a killed shard still fails the run, naming it", async () => {
     const cfg = smallConfig({ mode: "sync", workers: 2, servers: 2, maxSteps: 100000 });
     const run = train(cfg);
