@@ -36,6 +36,23 @@ function checkpointAtLeast(out: string, k: number, minStep: number): number | un
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
+function runCli(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    p.on("exit", (code) => resolve({ code, stderr }));
+  });
+}
+
+/** Start a CLI run and SIGKILL its coordinator (its processes go with it) once `cut()` holds. */
+async function runAndCut(args: string[], cut: () => boolean): Promise<void> {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: "ignore" });
+  await waitFor("the point to cut the run at", () => (cut() ? true : undefined));
+  proc.kill("SIGKILL");
+  await new Promise((r) => proc.on("exit", r));
+}
+
 describe("reliability: checkpoints, restart, resume (real processes)", function () {
   this.timeout(240_000);
 
@@ -97,21 +114,11 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
     const dir = tempDir();
     const whole = join(dir, "whole");
     const cut = join(dir, "cut");
-    const runCli = (args: string[]) =>
-      new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const p = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "ignore", "pipe"] });
-        let stderr = "";
-        p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-        p.on("exit", (code) => resolve({ code, stderr }));
-      });
     const w = await runCli([...base, "--out", whole]);
     assert.equal(w.code, 0, w.stderr);
 
     // The same run, its coordinator killed (taking its processes with it) after step 150's checkpoint.
-    const proc = spawn(process.execPath, [CLI, ...base, "--out", cut], { stdio: "ignore" });
-    await waitFor("checkpoints at step 150 on both shards", () => (checkpointAtLeast(cut, 0, 150) !== undefined && checkpointAtLeast(cut, 1, 150) !== undefined ? true : undefined));
-    proc.kill("SIGKILL");
-    await new Promise((r) => proc.on("exit", r));
+    await runAndCut([...base, "--out", cut], () => checkpointAtLeast(cut, 0, 150) !== undefined && checkpointAtLeast(cut, 1, 150) !== undefined);
     assert.ok(!existsSync(join(cut, "summary.json")), "the run was cut before its end");
 
     // An incompatible override is refused in one line, before anything starts.
@@ -143,5 +150,26 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
     // metrics.jsonl goes on: the steps after the checkpoint are there (again) after the first part's.
     const steps = readFileSync(join(cut, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; step?: number; worker?: number });
     assert.ok(steps.some((m) => m.type === "step" && m.step === 799 && m.worker === 0));
+  });
+
+  it("--resume of an async run: every shard from its newest checkpoint, every worker from its smallest clock, to the end", async () => {
+    const cut = join(tempDir(), "cut");
+    const args = ["--mode", "async", "--workers", "2", "--servers", "2", "--dataset", "synthetic", "--model", "logreg", "--backend", "cpu", "--batch-size", "16",
+      "--optimizer", "sgd", "--lr", "0.1", "--max-steps", "1500", "--checkpoint-every", "100", "--log-level", "silent", "--progress", "off"];
+    await runAndCut([...args, "--out", cut], () => checkpointAtLeast(cut, 0, 400) !== undefined && checkpointAtLeast(cut, 1, 400) !== undefined);
+    assert.ok(!existsSync(join(cut, "summary.json")), "the run was cut before its end");
+    const r = await runCli(["--resume", cut]);
+    assert.equal(r.code, 0, r.stderr);
+    const sr = JSON.parse(readFileSync(join(cut, "summary.json"), "utf8")) as { status: string; testAccuracy: number; steps: number; resumedFrom: number; workerStats: { steps: number }[] };
+    const cfg = JSON.parse(readFileSync(join(cut, "config.json"), "utf8")) as { resumedFrom: number[] };
+    assert.equal(sr.status, "ok");
+    assert.equal(cfg.resumedFrom.length, 2);
+    // the newest checkpoints hold >= 400 gradients of the two workers together; each goes on from its own clock
+    for (const [r, start] of cfg.resumedFrom.entries()) {
+      assert.ok(start > 0 && start < 1500, `worker ${r} resumed at ${start}`);
+      assert.equal(sr.workerStats[r]!.steps, 1500 - start, `worker ${r} took the remaining steps`);
+    }
+    assert.equal(sr.steps, 1500);
+    assert.ok(sr.testAccuracy > 0.9, `test accuracy ${sr.testAccuracy}`);
   });
 });
