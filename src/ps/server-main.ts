@@ -94,6 +94,7 @@ function restoreShard(shard: ServerShard, dir: string, k: number, range: KeyRang
     if (step !== undefined) throw new Error(`server ${k}: no valid checkpoint at step ${step} in ${dir}${skipped.length ? ` (${skipped.join("; ")})` : ""}`);
     const fresh = shard.state();
     shard.restore({ ...fresh, tensors: new Map(fresh.tensors.map(([n, t]) => [n, Float32Array.from(t)])) }, workerClocks);
+    shard.restoredFrom = null;
     return skipped;
   }
   const h = ckpt.header;

@@ -34,6 +34,23 @@ function checkpointAtLeast(out: string, k: number, minStep: number): number | un
   return c && c.step >= minStep ? c.step : undefined;
 }
 
+/** The pid of a live role process of this run started with `--role server --rank 1`, other than `old`. */
+function restartedPid(old: number): number | undefined {
+  for (const name of readdirSync("/proc")) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === old) continue;
+    let cmd: string;
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    } catch {
+      continue;
+    }
+    const args = cmd.split("\0");
+    if (args.some((a) => a.endsWith("role-main.js")) && args.includes("server") && args[args.indexOf("--rank") + 1] === "1" && args[args.indexOf("--coordinator") + 1]?.includes(String(process.pid))) return pid;
+  }
+  return undefined;
+}
+
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
 function runCli(args: string[]): Promise<{ code: number | null; stderr: string }> {
@@ -88,6 +105,28 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
       assert.ok(rec.seconds > 0 && rec.skipped.length === 0);
     });
   }
+
+  it("a shard killed twice, the first time before its first checkpoint, comes back both times (from the initial weights, then from a checkpoint)", async () => {
+    const every = 400;
+    const cfg = smallConfig({ mode: "sync", workers: 2, servers: 2, maxSteps: 3000, checkpointEvery: every });
+    const run = train(cfg);
+    const first = (await waitFor("config.json", () => processes(cfg.out))).find((p) => p.role === "server" && p.rank === 1)!;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(checkpointAtLeast(cfg.out, 1, 1), undefined, "no checkpoint yet");
+    process.kill(first.pid, "SIGKILL");
+    await waitFor("a checkpoint of the restarted shard", () => checkpointAtLeast(cfg.out, 1, every));
+    // config.json names the first processes only: find the restarted one among this test's children
+    const second = await waitFor("the restarted shard's pid", () => restartedPid(first.pid));
+    process.kill(second, "SIGKILL");
+    const summary = await run;
+    assert.equal(summary.restarts, 2);
+    assert.equal(summary.restartLog[0]!.restoredFrom, null);
+    assert.ok(summary.restartLog[0]!.lostUpdates > 0, "everything before the first checkpoint is lost");
+    assert.ok(summary.restartLog[1]!.restoredFrom! >= every);
+    assert.equal(summary.lostUpdates, summary.restartLog[0]!.lostUpdates + summary.restartLog[1]!.lostUpdates);
+    assert.equal(summary.steps, 3000);
+    assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
+  });
 
   it("--grad-clip: the shards clip every gradient above the bound and say how many", async () => {
     const plain = await train(smallConfig({ mode: "async", workers: 2, servers: 2, maxSteps: 60 }));
