@@ -125,7 +125,7 @@ describe("hostile input at a live shard (real training run, real sockets)", func
   this.timeout(300_000);
 
   it(`${FUZZ_MESSAGES} random and mutated messages: the workers finish, every bad message is counted by reason, the shard's memory stays bounded`, async () => {
-    const cfg = smallConfig({ mode: "sync", workers: 2, servers: 1, maxSteps: 6000, timeoutMs: 60_000 });
+    const cfg = smallConfig({ mode: "sync", workers: 2, servers: 1, maxSteps: 10_000, timeoutMs: 60_000 });
     const run = train(cfg);
     const configFile = join(cfg.out, "config.json");
     const info = await waitFor("config.json", () =>
@@ -145,6 +145,8 @@ describe("hostile input at a live shard (real training run, real sockets)", func
     const runId = decodeHeader(head).runId;
     const target: Target = { runId, start: info.servers[0]!.range.start, end: info.servers[0]!.range.end, workers: cfg.workers };
 
+    const t0 = performance.now();
+    let fuzzSeconds = 0;
     const baseline = rssBytes(pid);
     let peak = baseline;
     const sampler = setInterval(() => {
@@ -189,6 +191,7 @@ describe("hostile input at a live shard (real training run, real sockets)", func
       } finally {
         stats.close();
       }
+      fuzzSeconds = (performance.now() - t0) / 1000;
       assert.ok(!existsSync(join(cfg.out, "summary.json")), "the run was still training while the shard was flooded (raise maxSteps if not)");
       assert.deepEqual(sortKeys(errors), sortKeys(expected));
     } finally {
@@ -197,6 +200,7 @@ describe("hostile input at a live shard (real training run, real sockets)", func
     }
 
     const summary = await run;
+    const runSeconds = (performance.now() - t0) / 1000;
     assert.equal(summary.steps, cfg.maxSteps);
     assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
     assert.deepEqual(sortKeys(summary.serverErrors), sortKeys(expected));
@@ -205,7 +209,7 @@ describe("hostile input at a live shard (real training run, real sockets)", func
     // fuzz socket, 40 MiB for four, plus 64 MiB for V8's young generation and malloc's arenas.
     // Keeping what was sent instead would take sentBytes (about 100000 x 1.8 KiB = 175 MiB).
     const bound = FUZZ_SOCKETS * 2000 * (MAX_PAD + (target.end - target.start) * 4 + 2 * HEADER_BYTES) + 64 * 1024 * 1024;
-    console.log(JSON.stringify({ fuzzMessages: Object.values(expected).reduce((a, b) => a + b, 0), sentMiB: +(sentBytes / 2 ** 20).toFixed(1), rssBaselineMiB: +(baseline / 2 ** 20).toFixed(1), rssPeakMiB: +(peak / 2 ** 20).toFixed(1), boundMiB: +(bound / 2 ** 20).toFixed(1) }));
+    console.log(JSON.stringify({ fuzzMessages: Object.values(expected).reduce((a, b) => a + b, 0), sentMiB: +(sentBytes / 2 ** 20).toFixed(1), rssBaselineMiB: +(baseline / 2 ** 20).toFixed(1), rssPeakMiB: +(peak / 2 ** 20).toFixed(1), boundMiB: +(bound / 2 ** 20).toFixed(1), fuzzSeconds: +fuzzSeconds.toFixed(1), runSecondsAfterFirstFuzz: +runSeconds.toFixed(1) }));
     assert.ok(peak - baseline < bound, `shard RSS grew by ${((peak - baseline) / 2 ** 20).toFixed(1)} MiB (bound ${(bound / 2 ** 20).toFixed(1)} MiB)`);
     assert.ok(sentBytes > bound, "the fuzz sent more than the bound, so holding it would have shown");
   });
