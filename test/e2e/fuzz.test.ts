@@ -146,7 +146,7 @@ describe("hostile input at a live shard (real training run, real sockets)", func
     const target: Target = { runId, start: info.servers[0]!.range.start, end: info.servers[0]!.range.end, workers: cfg.workers };
 
     const t0 = performance.now();
-    let fuzzSeconds = 0;
+    let fuzzSeconds: number;
     const baseline = rssBytes(pid);
     let peak = baseline;
     const sampler = setInterval(() => {
