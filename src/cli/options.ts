@@ -30,6 +30,7 @@ import {
   WORKER_FAILURE_POLICIES,
 } from "../config/train-config.js";
 import { PsError, badOption } from "../util/errors.js";
+import { resumeConfig } from "./resume-config.js";
 
 /** Prefix of the environment variables: `--batch-size` is PS_TRAIN_BATCH_SIZE. */
 export const ENV_PREFIX = "PS_TRAIN_";
@@ -522,6 +523,31 @@ const FIELDS: FieldTable = {
     type: "number",
     parse: int(0),
   },
+  checkpointEvery: {
+    group: "Run",
+    describe: "Server shards checkpoint weights, optimizer state and clocks every N server updates (sync: global steps); a crashed shard is restarted from it; 0 = off (integer >= 0)",
+    type: "number",
+    parse: int(0),
+  },
+  checkpointKeep: {
+    group: "Run",
+    describe: "Checkpoints kept per shard, newest first (integer >= 1)",
+    type: "number",
+    parse: int(1),
+  },
+  gradClip: {
+    group: "Run",
+    describe: "Clip each gradient range a shard receives to this L2 norm; 0 = off (>= 0)",
+    type: "number",
+    parse: num({ min: 0 }),
+  },
+  resume: {
+    group: "Run",
+    describe: "Continue the run in RUN_DIR from its latest checkpoint, with its config.json; other options may not change its training",
+    type: "string",
+    defaultText: '""',
+    parse: str(true),
+  },
 };
 
 const KEYS = Object.keys(FIELDS) as TrainOptionKey[];
@@ -815,6 +841,9 @@ export function resolveTrainConfig(
   const policy = last.get("onWorkerFailure");
   if (policy !== undefined && config.onWorkerFailure === "wait" && config.comm === "allreduce") {
     throw badOption(`${policy.where}: wait needs --comm ps; an allreduce run re-forms without the lost worker with shrink (got ${show(policy.raw)})`);
+  }
+  if (config.resume !== "") {
+    return resumeConfig(config, new Map([...last].map(([k, s]) => [k, s.where])));
   }
   const slow = last.get("slow");
   if (slow !== undefined) {

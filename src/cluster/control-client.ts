@@ -24,6 +24,8 @@ export class ControlClient {
   private runId = 0;
   /** called for STOP whenever it arrives, even while nobody waits for a message */
   onStop: (() => void) | null = null;
+  /** called for MAP whenever it arrives; returns true when it took the message (a shard restart) */
+  onMap: ((m: ControlMessage) => boolean) | null = null;
 
   constructor(
     readonly endpoint: string,
@@ -47,6 +49,7 @@ export class ControlClient {
         const body = header.dtype === DType.JSON ? parseJsonFrame(rest[0], typeName(header.type)) : null;
         const msg: ControlMessage = { header, body, frames: rest };
         if (header.type === MsgType.STOP && this.onStop) this.onStop();
+        if (header.type === MsgType.MAP && this.onMap?.(msg)) continue;
         const w = this.waiters.shift();
         if (w) w(msg);
         else this.queue.push(msg);

@@ -38,7 +38,9 @@ export interface LostProcess {
 
 /**
  * Makes the launcher of one run. `onUnexpectedExit` fails the run with an error that names the
- * process (a role process that exits before it is told to stop, or an agent that is lost).
+ * process (a role process that exits before it is told to stop, or an agent that is lost), and
+ * `who` names the role process where the launcher knows it (a local run restarts a dead server
+ * shard when checkpoints are on; see shard-restarter.ts).
  */
 export type LauncherFactory = (coordinatorEndpoint: string, timeoutMs: number, onUnexpectedExit: (err: Error, who?: LostProcess) => void) => RoleLauncher;
 

@@ -79,8 +79,11 @@ export class LocalLauncher {
     }
   }
 
+  /** The live process of each role and rank (a restarted shard's newest one). */
   pids(): { role: Role; rank: number; pid: number | undefined }[] {
-    return this.children.map((c) => ({ role: c.role, rank: c.rank, pid: c.proc.pid }));
+    const live = new Map<string, Child>();
+    for (const c of this.children) live.set(`${c.role}:${c.rank}`, c);
+    return [...live.values()].map((c) => ({ role: c.role, rank: c.rank, pid: c.proc.pid }));
   }
 
   /** Wait up to graceMs for every child to exit, then kill the rest. */

@@ -27,6 +27,20 @@ export interface ConfigMsg {
   evalInterval: number;
   /** --on-worker-failure wait: this worker replaces a lost one and joins at the shards' current clock */
   replacement?: boolean;
+  /** server shards: start from a checkpoint instead of the initial weights (docs/reliability.md) */
+  restore?: ShardRestore;
+  /** workers of a resumed run: the step to start at (the checkpoint's global step) */
+  startStep?: number;
+}
+
+/** How a server shard starts from its checkpoints. */
+export interface ShardRestore {
+  /** bind exactly this endpoint (a restarted shard takes its predecessor's place) */
+  endpoint?: string;
+  /** --resume: the checkpoint at exactly this step, which every shard has */
+  step?: number;
+  /** a restart after a crash: the gradients each worker has had acknowledged by this shard */
+  workerClocks?: number[];
 }
 
 /** No periodic evaluation in the last half interval of a run: the final evaluation follows. */
@@ -75,14 +89,26 @@ export interface SnapshotMsg {
   step: number;
 }
 
+/** A worker's answer to a restart "down": the gradients the shard had acknowledged from it. */
+export interface RestartAck {
+  shard: number;
+  clock: number;
+}
+
 export interface ReadyMsg {
   endpoint?: string;
+  /** server: the checkpoint step it was restored from, the gradients lost, checkpoints skipped as corrupt */
+  restoredFrom?: number | null;
+  lostUpdates?: number;
+  skipped?: string[];
   /** worker: samples in its data shard */
   shardSize?: number;
 }
 
 export interface MapMsg {
   servers: { shard: number; endpoint: string; range: KeyRange }[];
+  /** after START: server shard `shard` died ("down") or serves again at `endpoint` ("up") */
+  restart?: { shard: number; phase: "down" | "up"; endpoint?: string };
   /** allreduce runs: every worker's peer endpoint, by rank */
   peers?: string[];
 }

@@ -14,13 +14,16 @@ import type { ShardStats, StallReport } from "../ps/server-shard.js";
 import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
-import { PeerClient, type Reply } from "../transport/peer-client.js";
+import type { PeerClient, Reply } from "../transport/peer-client.js";
+import { ShardPeer } from "../transport/shard-peer.js";
 import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
 import { reformPeerGroup } from "../allreduce/elastic.js";
 import { type WorkerFailureRecord, WorkerFailures } from "./worker-failures.js";
+import { planResume, type ResumePlan } from "./resume-plan.js";
+import { type RestartableShards, type RestartRecord, ShardRestarter } from "./shard-restarter.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
 export interface RunHooks {
@@ -99,6 +102,17 @@ export interface Summary {
   workersAtEnd: number;
   /** reads held past the heartbeat timeout, as the shards reported them (the first 20) */
   stallReports: StallReport[];
+  /** reliability (docs/reliability.md): shard restarts, gradients lost with them, refused/clipped gradients */
+  restarts: number;
+  lostUpdates: number;
+  restartLog: RestartRecord[];
+  rejectedGradients: number;
+  clippedGradients: number;
+  checkpoints: number;
+  /** --resume: the global step the run went on from (throughput figures cover this part only) */
+  resumedFrom: number | null;
+  /** checkpoints passed over because they did not verify (checksum, truncation), with why */
+  checkpointsSkipped: string[];
 }
 
 export interface PreparedRun {
@@ -107,6 +121,8 @@ export interface PreparedRun {
   model: FlatModel;
   backend: string;
   stepsPerWorker: number;
+  /** --resume: where each shard and worker starts */
+  resume: ResumePlan | null;
 }
 
 const PKG_VERSION = (createRequire(import.meta.url)("../../../package.json") as { version: string }).version;
@@ -122,7 +138,7 @@ export function stepsPerWorker(cfg: TrainConfig, trainCount: number): number {
  * file is written: the dataset, the model against the dataset's shape, the partition, --out.
  */
 export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
-  if (config.out) RunDir.check(config.out);
+  if (config.resume === "" && config.out) RunDir.check(config.out);
   const dataset = await loadDataset(config.dataset, { seed: config.seed, trainLimit: config.trainLimit, testLimit: config.testLimit });
   partitionIndices(dataset.trainY, dataset.trainCount, config.workers, config.partition, config.seed, dataset.task);
   const { backend } = await selectBackend(config.backend);
@@ -130,7 +146,8 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
   if (config.comm === "allreduce" && config.mode !== "sync") throw badOption(`--comm allreduce needs --mode sync (got ${config.mode})`);
   if (config.comm === "allreduce" && config.onWorkerFailure === "wait") throw badOption("--on-worker-failure wait needs --comm ps; an allreduce run re-forms without the lost worker with shrink");
   if (config.comm === "ps" && config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
-  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount) };
+  const resume = config.resume !== "" ? planResume(config, config.resume) : null;
+  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount), resume };
 }
 
 /** How the role processes are started: children on this machine unless a launcher is given (cluster mode). */
@@ -147,7 +164,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
-  const runDir = RunDir.create(out);
+  const resume = prep.resume;
+  const runDir = resume ? RunDir.open(cfg.resume) : RunDir.create(out);
   // --comm allreduce: no server shards; the workers reduce among themselves.
   const allreduce = cfg.comm === "allreduce";
   const nServers = allreduce ? 0 : cfg.servers;
@@ -158,7 +176,13 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   // The largest control frame is a copy of the weights (allreduce SNAPSHOT and DONE).
   const coordinator = new Coordinator(runId, cfg.timeoutMs, model.size * 4 + 1024 * 1024);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
-  const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err, who) => (who ? coordinator.lost(who.role, who.rank, err) : coordinator.fail(err)));
+  let restarter: ShardRestarter | null = null;
+  const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err, who) => {
+    // With checkpoints on, a dead shard is restarted from its checkpoint (docs/reliability.md).
+    if (who?.role === "server" && restarter?.onExit(who.rank)) return;
+    if (who) coordinator.lost(who.role, who.rank, err);
+    else coordinator.fail(err);
+  });
   // Worker failures (--on-worker-failure): steps each rank has reported, and what a loss does.
   const stepsOf = new Array<number>(cfg.workers).fill(0);
   const done = new Map<number, WorkerStats>();
@@ -181,12 +205,16 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     warn(`stall: server shard ${peer.rank} has held worker ${r?.reader}'s read for clock ${r?.clock} for ${r?.waitedMs} ms, waiting for ${waiting || "nobody (paused?)"}`, { stall: r });
     if (stallReports.length < 20) stallReports.push(r);
   };
-  const shardClients: PeerClient[] = [];
-  const memberClients: PeerClient[] = [];
+  const shardClients: ShardPeer[] = [];
+  const memberClients: ShardPeer[] = [];
   let closeEvaluator = (): void => undefined;
   const globalBatchSize = cfg.workers * cfg.batchSize;
   const evalInterval =
     cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round((dataset.trainCount / globalBatchSize) * (cfg.targetAccuracy !== null ? 0.2 : 1)));
+  const tellWorkerLeft = async (c: ShardPeer, rank: number): Promise<void> => {
+    const body = Buffer.from(JSON.stringify({ rank }));
+    await c.request(makeHeader(MsgType.WORKER_LEFT, { runId, rank: -1, dtype: DType.JSON, byteLength: body.byteLength }), [body]);
+  };
   const cleanup = async () => {
     closeEvaluator();
     for (const c of shardClients) c.close();
@@ -213,10 +241,14 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const cfgMsg: ConfigMsg = { config, runId, runTag, paramCount: model.size, ranges, stepsPerWorker: totalSteps, evalInterval };
     for (let k = 0; k < nServers; k++) {
       const r = ranges[k]!;
-      await coordinator.send("server", k, MsgType.CONFIG, cfgMsg, [f32Frame(init.subarray(r.start, r.end))]);
+      const msg: ConfigMsg = resume ? { ...cfgMsg, restore: { step: resume.shardSteps[k]!, workerClocks: resume.startSteps } } : cfgMsg;
+      await coordinator.send("server", k, MsgType.CONFIG, msg, [f32Frame(init.subarray(r.start, r.end))]);
     }
     // allreduce: rank 0 gets the initial weights and broadcasts them to the others.
-    for (let w = 0; w < cfg.workers; w++) await coordinator.send("worker", w, MsgType.CONFIG, cfgMsg, allreduce && w === 0 ? [f32Frame(init)] : []);
+    for (let w = 0; w < cfg.workers; w++) {
+      const msg: ConfigMsg = resume ? { ...cfgMsg, startStep: resume.startSteps[w]! } : cfgMsg;
+      await coordinator.send("worker", w, MsgType.CONFIG, msg, allreduce && w === 0 ? [f32Frame(init)] : []);
+    }
 
     const map: MapMsg = { servers: [] };
     if (allreduce) map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
@@ -228,6 +260,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     map.servers.sort((a, b) => a.shard - b.shard);
     runDir.writeJson("config.json", {
       ...config,
+      // config.json repeats the run when given back with --config; a resumed run records where it went on from
+      resume: "",
+      ...(resume ? { resumedFrom: resume.startSteps } : {}),
       backend: prep.backend,
       backendRequested: cfg.backend,
       versions: { psTrain: PKG_VERSION, node: process.version },
@@ -241,9 +276,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       missingOf(cfg.workers, readyWorkers, "worker"),
     );
 
-    for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
+    for (const s of map.servers) shardClients.push(new ShardPeer(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
     // Worker failures: the shards learn that a rank left on sockets of their own (the evaluator's may be busy).
-    for (const s of map.servers) memberClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
+    for (const s of map.servers) memberClients.push(new ShardPeer(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
     if (allreduce) {
       // Elastic allreduce: the survivors re-form the peer group without the lost worker.
       let gen = 0;
@@ -253,14 +288,29 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       };
     } else {
       failures.onLeft = async (rank) => {
-        const body = Buffer.from(JSON.stringify({ rank }));
-        await Promise.all(memberClients.map((c) => c.request(makeHeader(MsgType.WORKER_LEFT, { runId, rank: -1, dtype: DType.JSON, byteLength: body.byteLength }), [body])));
+        await Promise.all(memberClients.map((c) => tellWorkerLeft(c, rank)));
       };
     }
-    const evaluator: RunEvaluator = allreduce
-      ? new AllreduceEvaluator(model, dataset, coordinator)
-      : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
+    const psEvaluator = allreduce ? null : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
+    const evaluator: RunEvaluator = psEvaluator ?? new AllreduceEvaluator(model, dataset, coordinator);
     closeEvaluator = () => evaluator.close();
+    if (psEvaluator && cfg.checkpointEvery > 0 && !opts.launcher) {
+      // A restarted shard also gets back the coordinator's membership socket, and learns again
+      // which workers left the run (--on-worker-failure shrink) before it serves.
+      const restartable: RestartableShards = {
+        shardDown: (k) => {
+          psEvaluator.shardDown(k);
+          memberClients[k]?.down();
+        },
+        shardUp: async (k, ep) => {
+          await Promise.all([psEvaluator.shardUp(k, ep), memberClients[k]?.up(ep)]);
+          const c = memberClients[k];
+          const live = new Set(failures.liveRanks());
+          if (c) for (let r = 0; r < cfg.workers; r++) if (!live.has(r)) await tellWorkerLeft(c, r);
+        },
+      };
+      restarter = new ShardRestarter(coordinator, launcher, cfgMsg, init, map, restartable, (k) => runDir.logFile(`server-${k}.log`), log);
+    }
     // Every wait of the coordinator also ends as soon as any process of the run fails.
     const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, coordinator.failure]);
 
@@ -270,22 +320,25 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     // Sync runs are evaluated at exact steps: the shards hold every read at the evaluation step,
     // so the evaluated weights (and an early stop) do not depend on timing.
     const exact = cfg.mode === "sync";
+    const startGlobal = resume ? resume.startSteps.reduce((a, b) => a + b, 0) / cfg.workers : 0;
     const snapshotWaitMs = Math.max(cfg.timeoutMs * 20, 600_000);
     let exactSnapshot: Promise<number> | null = null;
     const snapshotAt = (g: number) => guard(evaluator.snapshotAt(g, snapshotWaitMs)).then(() => g);
-    if (exact && periodic(evalInterval)) {
-      await guard(evaluator.holdAt(evalInterval));
-      exactSnapshot = snapshotAt(evalInterval);
+    const firstEval = (Math.floor(startGlobal / evalInterval) + 1) * evalInterval;
+    if (exact && periodic(firstEval)) {
+      await guard(evaluator.holdAt(firstEval));
+      exactSnapshot = snapshotAt(firstEval);
     }
     failures.arm(cfgMsg, map);
     await coordinator.broadcast("worker", MsgType.START);
+    restarter?.setActive(true);
     const train0 = performance.now();
     let pausedMs = 0;
     const trainSeconds = () => (performance.now() - train0 - pausedMs) / 1000;
     const globalBatch = globalBatchSize;
     const evalEvery = evalInterval;
-    let nextEval = evalEvery;
-    let totalWorkerSteps = 0;
+    let nextEval = firstEval;
+    let totalWorkerSteps = startGlobal * cfg.workers;
     let samples = 0;
     // Global step: the mean of the steps of the workers still in the run (all of them when none was lost).
     const globalStepNow = () => {
@@ -411,6 +464,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const endStep = globalStepNow();
 
     // ---- the end: final weights, statistics, model ----
+    restarter?.setActive(false);
+    await guard(restarter?.settled() ?? Promise.resolve());
     const stats = await guard(evaluator.shardStats());
     const final = await guard(evaluator.evaluate(false));
     const finalT = trainS;
@@ -438,7 +493,13 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     let serverSent = 0;
     let serverReceived = 0;
     let readsWaited = 0;
+    let rejectedGradients = 0;
+    let clippedGradients = 0;
+    let checkpoints = 0;
     for (const s of stats) {
+      rejectedGradients += s.rejectedGradients;
+      clippedGradients += s.clippedGradients;
+      checkpoints += s.checkpoints;
       staleness.merge(s.staleness);
       readGap.merge(s.readGap);
       readsWaited += s.readsWaited;
@@ -497,6 +558,14 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       workerFailures: failures.records,
       workersAtEnd: done.size,
       stallReports,
+      restarts: restarter?.restarts ?? 0,
+      lostUpdates: restarter?.lostUpdates ?? 0,
+      restartLog: restarter?.records ?? [],
+      rejectedGradients,
+      clippedGradients,
+      checkpoints,
+      resumedFrom: resume ? startGlobal : null,
+      checkpointsSkipped: [...(resume?.skipped ?? []), ...(restarter?.records ?? []).flatMap((r) => r.skipped)],
     };
     runDir.writeJson("summary.json", summary);
     return summary;
@@ -629,27 +698,42 @@ class AllreduceEvaluator implements RunEvaluator {
  * Reads the model from the shards (pausing training so evaluation time is not counted as
  * training time, as the PyTorch reference script does) and scores it on the test set.
  */
-class Evaluator implements RunEvaluator {
+class Evaluator implements RunEvaluator, RestartableShards {
   readonly weights: Float32Array;
-  private readonly atClients: PeerClient[];
+  private readonly atClients: ShardPeer[];
+  /** the step at which the shards hold reads (exact evaluations), re-armed on a restarted shard */
+  private holdClock: number | null = null;
 
   constructor(
     private readonly model: FlatModel,
     private readonly dataset: Dataset,
-    private readonly clients: PeerClient[],
+    private readonly clients: ShardPeer[],
     private readonly map: MapMsg,
     private readonly runId: number,
     timeoutMs: number,
   ) {
     this.weights = new Float32Array(model.size);
-    this.atClients = map.servers.map((s) => new PeerClient(`server shard ${s.shard}`, s.endpoint, timeoutMs));
+    this.atClients = map.servers.map((s) => new ShardPeer(`server shard ${s.shard}`, s.endpoint, timeoutMs));
+  }
+
+  shardDown(k: number): void {
+    this.clients[k]?.down();
+    this.atClients[k]?.down();
+  }
+
+  async shardUp(k: number, endpoint: string): Promise<void> {
+    const hold = this.holdClock;
+    await this.clients[k]?.up(endpoint, async (c: PeerClient) => {
+      if (hold !== null) await c.request(makeHeader(MsgType.PAUSE, { runId: this.runId, rank: -1, clock: hold, flags: Flag.AT_CLOCK }));
+    });
+    await this.atClients[k]?.up(endpoint);
   }
 
   close(): void {
     for (const c of this.atClients) c.close();
   }
 
-  private all<T>(f: (c: PeerClient, k: number) => Promise<T>): Promise<T[]> {
+  private all<T>(f: (c: ShardPeer, k: number) => Promise<T>): Promise<T[]> {
     return Promise.all(this.clients.map(f));
   }
 
@@ -683,10 +767,12 @@ class Evaluator implements RunEvaluator {
   /** Hold every read for clock >= g on every shard (none when g is null). */
   async resumeAt(g: number | null): Promise<void> {
     const flags = g === null ? 0 : Flag.AT_CLOCK;
+    this.holdClock = g;
     await this.all((c) => c.request(makeHeader(MsgType.RESUME, { runId: this.runId, rank: -1, clock: g ?? 0, flags })));
   }
 
   async holdAt(g: number): Promise<void> {
+    this.holdClock = g;
     await this.all((c) => c.request(makeHeader(MsgType.PAUSE, { runId: this.runId, rank: -1, clock: g, flags: Flag.AT_CLOCK })));
   }
 

@@ -108,6 +108,14 @@ export interface TrainConfig extends OptimizerConfig {
   replaceTimeout: number;
   /** wait: replacements started per rank at most; one more failure of that rank aborts */
   maxReplacements: number;
+  /** server shards checkpoint every N server updates (sync: global steps); 0 = off (docs/reliability.md) */
+  checkpointEvery: number;
+  /** checkpoints kept per shard */
+  checkpointKeep: number;
+  /** clip each pushed gradient range to this L2 norm at the shard; 0 = off */
+  gradClip: number;
+  /** continue the run in this run directory from its latest checkpoint; "" = a new run */
+  resume: string;
 }
 
 export const DEFAULTS: TrainConfig = {
@@ -143,6 +151,10 @@ export const DEFAULTS: TrainConfig = {
   onWorkerFailure: "abort",
   replaceTimeout: 60000,
   maxReplacements: 2,
+  checkpointEvery: 0,
+  checkpointKeep: 3,
+  gradClip: 0,
+  resume: "",
   optimizer: "adam",
   lr: 0.005,
   momentum: 0.9,

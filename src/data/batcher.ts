@@ -91,6 +91,13 @@ export class ShardBatcher {
     new Rng(deriveSeed(this.seed, 0xba7c, epoch)).shuffle(this.order);
   }
 
+  /** Continue after `batches` batches from the very start, as if they had been taken (for --resume). */
+  seek(batches: number): void {
+    if (this.stepsPerEpoch === 0) return;
+    this.startEpoch(Math.floor(batches / this.stepsPerEpoch));
+    this.step = batches % this.stepsPerEpoch;
+  }
+
   nextBatch(): Batch {
     if (this.stepsPerEpoch === 0) throw new PsError(ErrorCode.BAD_DATASET, "this worker's shard of the training set is empty");
     if (this.step >= this.stepsPerEpoch) this.startEpoch(this.epochNo + 1);

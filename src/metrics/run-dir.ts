@@ -50,6 +50,14 @@ export class RunDir {
     return new RunDir(path);
   }
 
+  /** An existing run directory, to go on writing to (--resume): metrics.jsonl is appended to. */
+  static open(dir: string): RunDir {
+    const path = resolve(dir);
+    if (!existsSync(join(path, "config.json"))) throw new PsError(ErrorCode.OUT_DIR, `--resume ${dir}: not a run directory (no config.json)`);
+    mkdirSync(join(path, "logs"), { recursive: true });
+    return new RunDir(path);
+  }
+
   /** Atomic JSON write (temp file + rename), so a reader never sees half a file. */
   writeJson(name: string, value: unknown): void {
     const file = join(this.path, name);

@@ -10,8 +10,14 @@ export interface ShardOptimizer {
   apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void;
   /** state for checkpoints: named Float32Arrays plus scalars */
   state(): { tensors: Record<string, Float32Array>; scalars: Record<string, number> };
-  /** set the scalars of state() (its tensors are the optimizer's own arrays: restore them with set()) */
-  setScalars(scalars: Record<string, number>): void;
+  /** load a state() taken from an optimizer of the same kind and size (a checkpoint) */
+  restore(tensors: ReadonlyMap<string, Float32Array>, scalars: Readonly<Record<string, number>>): void;
+}
+
+function load(into: Float32Array, tensors: ReadonlyMap<string, Float32Array>, name: string): void {
+  const t = tensors.get(name);
+  if (!t || t.length !== into.length) throw new Error(`optimizer state "${name}": expected ${into.length} values, got ${t?.length ?? "none"}`);
+  into.set(t);
 }
 
 class Sgd implements ShardOptimizer {
@@ -37,7 +43,7 @@ class Sgd implements ShardOptimizer {
   state() {
     return { tensors: {}, scalars: {} };
   }
-  setScalars(): void {}
+  restore(): void {}
 }
 
 class Momentum implements ShardOptimizer {
@@ -73,7 +79,9 @@ class Momentum implements ShardOptimizer {
   state() {
     return { tensors: { v: this.v }, scalars: {} };
   }
-  setScalars(): void {}
+  restore(tensors: ReadonlyMap<string, Float32Array>): void {
+    load(this.v, tensors, "v");
+  }
 }
 
 class Adam implements ShardOptimizer {
@@ -110,8 +118,12 @@ class Adam implements ShardOptimizer {
   state() {
     return { tensors: { m: this.m, v: this.v }, scalars: { t: this.t } };
   }
-  setScalars(scalars: Record<string, number>): void {
-    if (typeof scalars["t"] === "number") this.t = scalars["t"];
+  restore(tensors: ReadonlyMap<string, Float32Array>, scalars: Readonly<Record<string, number>>): void {
+    load(this.m, tensors, "m");
+    load(this.v, tensors, "v");
+    const t = scalars["t"];
+    if (t === undefined || !Number.isInteger(t) || t < 0) throw new Error(`optimizer state "t": expected a step count, got ${String(t)}`);
+    this.t = t;
   }
 }
 

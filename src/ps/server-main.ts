@@ -1,12 +1,13 @@
 import { Router } from "zeromq";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg } from "../cluster/messages.js";
 import { heartbeatTimeoutOf } from "../config/train-config.js";
+import type { ConfigMsg, ReadyMsg } from "../cluster/messages.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
 import { f32View } from "../transport/frames.js";
 import { processCollector } from "../transport/young-gc.js";
 import { encodeHeader, MsgType } from "../transport/header.js";
+import { checkpointDir, latestCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import type { KeyRange } from "./key-range.js";
 import { ServerShard } from "./server-shard.js";
 
@@ -28,12 +29,38 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     mode: createMode(cfg.mode, cfg.staleness),
     optimizer: { ...cfg, totalSteps: cfgMsg.stepsPerWorker },
     init: f32View(initFrame),
+    gradClip: cfg.gradClip,
+    checkpointEvery: cfg.checkpointEvery,
   });
+  const ckptDir = checkpointDir(cfg.out, shardIndex);
+  const restore = cfgMsg.restore;
+  let skipped: string[] = [];
+  if (restore) skipped = restoreShard(shard, ckptDir, shardIndex, range, cfg.optimizer, restore.step, restore.workerClocks ?? null);
+  const checkpoint = () => {
+    const st = shard.state();
+    writeCheckpoint(
+      ckptDir,
+      {
+        runTag: cfgMsg.runTag,
+        shard: shardIndex,
+        range,
+        step: st.step,
+        version: st.version,
+        appliedGradients: st.appliedGradients,
+        clocks: st.clocks,
+        optimizer: { name: cfg.optimizer, scalars: st.optimizerScalars, lrStep: st.lrStep },
+      },
+      st.tensors,
+      cfg.checkpointKeep,
+    );
+    shard.checkpoints++;
+  };
 
   // Bounded queues, and no frame larger than this shard's range plus slack for JSON bodies: a
   // peer that sends more is disconnected by libzmq before the frame is allocated.
   const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false, maxMessageSize: maxShardFrameBytes(range) });
-  await router.bind(bindAddress(cfg.transport, cfgMsg.runTag, `server-${shardIndex}`));
+  // A restarted shard binds its predecessor's endpoint, so that every DEALER reconnects by itself.
+  await router.bind(restore?.endpoint ?? bindAddress(cfg.transport, cfgMsg.runTag, `server-${shardIndex}`));
   const endpoint = router.lastEndpoint;
   if (!endpoint) throw new Error(`server ${shardIndex}: bound socket reports no endpoint`);
 
@@ -56,10 +83,11 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     stopping = true;
     router.close();
   };
-  await control.send(MsgType.READY, { endpoint });
+  const ready: ReadyMsg = { endpoint, restoredFrom: shard.restoredFrom, lostUpdates: shard.lostUpdates, skipped };
+  await control.send(MsgType.READY, ready);
 
   try {
-    await serveShard(router, shard);
+    await serveShard(router, shard, cfg.checkpointEvery > 0 ? checkpoint : undefined);
   } catch (err) {
     if (!stopping) throw err;
   } finally {
@@ -72,12 +100,38 @@ export function maxShardFrameBytes(range: KeyRange): number {
   return (range.end - range.start) * 4 + 64 * 1024;
 }
 
-/** Serve one shard on a bound ROUTER until the socket is closed. */
-export async function serveShard(router: Router, shard: ServerShard): Promise<void> {
+/**
+ * Load the newest valid checkpoint (at exactly `step` for --resume) into `shard`; without one, a
+ * restarted shard starts again from the initial weights (every gradient so far is lost).
+ * Returns the checkpoints skipped as corrupt, with why.
+ */
+function restoreShard(shard: ServerShard, dir: string, k: number, range: KeyRange, optimizer: string, step: number | undefined, workerClocks: number[] | null): string[] {
+  const { ckpt, skipped } = latestCheckpoint(dir, step);
+  if (!ckpt) {
+    if (step !== undefined) throw new Error(`server ${k}: no valid checkpoint at step ${step} in ${dir}${skipped.length ? ` (${skipped.join("; ")})` : ""}`);
+    const fresh = shard.state();
+    shard.restore({ ...fresh, tensors: new Map(fresh.tensors.map(([n, t]) => [n, Float32Array.from(t)])) }, workerClocks);
+    shard.restoredFrom = null;
+    return skipped;
+  }
+  const h = ckpt.header;
+  if (h.shard !== k || h.range.start !== range.start || h.range.end !== range.end || h.optimizer.name !== optimizer)
+    throw new Error(`server ${k}: ${ckpt.file} is of shard ${h.shard} [${h.range.start}, ${h.range.end}) with ${h.optimizer.name}, not of this shard [${range.start}, ${range.end}) with ${optimizer}`);
+  shard.restore({ step: h.step, version: h.version, appliedGradients: h.appliedGradients, clocks: h.clocks, optimizerScalars: h.optimizer.scalars, tensors: ckpt.tensors }, workerClocks);
+  return skipped;
+}
+
+/**
+ * Serve one shard on a bound ROUTER until the socket is closed. `checkpoint` is called whenever
+ * the shard has crossed a checkpoint boundary, after that message's replies went out and before
+ * the next message is read, so the state it saves is the state at the boundary.
+ */
+export async function serveShard(router: Router, shard: ServerShard, checkpoint?: () => void): Promise<void> {
   for await (const [from, ...frames] of router) {
     if (from === undefined) continue;
     const out = shard.handle(from, frames);
     for (const o of out) await router.send([o.to, encodeHeader(o.header), ...o.frames]);
+    if (shard.takeCheckpointDue() && checkpoint) checkpoint();
     let got = 0;
     for (const f of frames) got += f.byteLength;
     processCollector.note(got);

@@ -24,6 +24,21 @@ export interface ServerShardOptions {
   optimizer: OptimizerConfig;
   /** the initial weights of this shard's range */
   init: Float32Array;
+  /** clip each pushed gradient to this L2 norm; 0 or absent: off */
+  gradClip?: number;
+  /** a checkpoint is due every this many server updates (sync: aggregates; else gradients); 0 or absent: never */
+  checkpointEvery?: number;
+}
+
+/** What a checkpoint holds of a shard (see checkpoint.ts for the file). */
+export interface ShardState {
+  step: number;
+  version: number;
+  appliedGradients: number;
+  clocks: number[];
+  lrStep: number;
+  optimizerScalars: Record<string, number>;
+  tensors: [string, Float32Array][];
 }
 
 interface PendingRead {
@@ -63,6 +78,16 @@ export interface ShardStats {
   bytesReceived: number;
   bytesSent: number;
   applySeconds: number;
+  /** gradients refused because they hold NaN or Infinity */
+  rejectedGradients: number;
+  /** gradients scaled down to --grad-clip */
+  clippedGradients: number;
+  /** checkpoints written by this shard process */
+  checkpoints: number;
+  /** the checkpoint step this shard process was restored from; null: it started fresh */
+  restoredFrom: number | null;
+  /** gradients applied before a crash and lost with it (pushed since the restored checkpoint) */
+  lostUpdates: number;
 }
 
 /**
@@ -88,6 +113,8 @@ export class ServerShard implements ShardClocks {
   private nextRank = 0;
   private readonly early: (Float32Array | null)[];
   private readonly earlyCopies: (Float32Array | undefined)[] = [];
+  /** sync after a restart only: gradients of the round after the open one, from a worker a clock ahead */
+  private readonly nextRound: (Float32Array | null)[];
   private pending: PendingRead[] = [];
   private paused = false;
   /** reads for clocks >= holdFrom are held (a pause at an exact step); null: none */
@@ -104,6 +131,14 @@ export class ServerShard implements ShardClocks {
   readonly errors: Record<string, number> = {};
   bytesReceived = 0;
   bytesSent = 0;
+  rejectedGradients = 0;
+  clippedGradients = 0;
+  checkpoints = 0;
+  restoredFrom: number | null = null;
+  lostUpdates = 0;
+  private checkpointDue = false;
+  /** ranks whose first message after a restart may carry a weights version this process never had */
+  private readonly rejoining = new Set<number>();
 
   constructor(private readonly opts: ServerShardOptions) {
     const n = opts.range.end - opts.range.start;
@@ -116,6 +151,7 @@ export class ServerShard implements ShardClocks {
     this.optimizer = createOptimizer(opts.optimizer, n);
     this.accum = new Float32Array(opts.mode.pushPolicy === "aggregate" ? n : 0);
     this.early = new Array<Float32Array | null>(opts.workers).fill(null);
+    this.nextRound = new Array<Float32Array | null>(opts.workers).fill(null);
     this.scratch = new Float32Array(n);
   }
 
@@ -151,6 +187,88 @@ export class ServerShard implements ShardClocks {
 
   get pendingReads(): number {
     return this.pending.length;
+  }
+
+  /** The position that names a checkpoint: sync, global steps (= version); async/SSP, applied gradients. */
+  get step(): number {
+    return this.opts.mode.pushPolicy === "aggregate" ? this.version : this.appliedGradients;
+  }
+
+  /** True once per crossed checkpoint boundary (the caller writes state() then). */
+  takeCheckpointDue(): boolean {
+    const due = this.checkpointDue;
+    this.checkpointDue = false;
+    return due;
+  }
+
+  /** The state a checkpoint holds. Taken between messages, it is consistent with the clocks. */
+  state(): ShardState {
+    const opt = this.optimizer.state();
+    return {
+      step: this.step,
+      version: this.version,
+      appliedGradients: this.appliedGradients,
+      clocks: Array.from(this.clocks),
+      lrStep: this.lrStep(),
+      optimizerScalars: opt.scalars,
+      tensors: [["weights", this.weights], ...Object.entries(opt.tensors)],
+    };
+  }
+
+  private lrStep(): number {
+    return this.opts.mode.pushPolicy === "aggregate" ? this.version : Math.floor(this.appliedGradients / this.workers);
+  }
+
+  /**
+   * Load a checkpoint. `workerClocks` (a restart after a crash): the gradients each worker has
+   * had acknowledged by the shard; those pushed after the checkpoint are lost and counted, and
+   * the clocks are set to where the workers are, so that they go on from there.
+   */
+  restore(
+    st: { step: number; version: number; appliedGradients: number; clocks: readonly number[]; optimizerScalars: Record<string, number>; tensors: ReadonlyMap<string, Float32Array> },
+    workerClocks: readonly number[] | null = null,
+  ): void {
+    const w = st.tensors.get("weights");
+    if (!w || w.length !== this.weights.length) throw new Error(`shard ${this.opts.shard}: checkpoint holds ${w?.length ?? 0} weights, the range has ${this.weights.length}`);
+    if (st.clocks.length !== this.workers) throw new Error(`shard ${this.opts.shard}: checkpoint has clocks of ${st.clocks.length} workers, the run has ${this.workers}`);
+    this.weights.set(w);
+    this.optimizer.restore(st.tensors, st.optimizerScalars);
+    this.version = st.version;
+    this.appliedGradients = st.appliedGradients;
+    this.clocks.set(st.clocks);
+    this.restoredFrom = st.step;
+    if (workerClocks) {
+      let lost = 0;
+      for (let r = 0; r < this.workers; r++) {
+        // A gradient in the checkpoint whose answer the worker never got is pushed again.
+        const c = workerClocks[r] ?? st.clocks[r]!;
+        lost += Math.max(0, c - st.clocks[r]!);
+        this.clocks[r] = c;
+        this.rejoining.add(r);
+      }
+      this.lostUpdates += lost;
+      if (this.opts.mode.pushPolicy === "aggregate") this.rejoinBarrier();
+      // The others count the lost gradients as if they had been applied, so versions stay monotone.
+      else this.version = st.version + lost;
+    }
+  }
+
+  /**
+   * Sync after a restart: the barrier goes on at the slowest worker's clock m (version = m, the
+   * rounds completed). A worker one clock ahead got its answer for round m from the dead
+   * process just before it died: its gradient of round m is lost (counted), and stands in the
+   * round as zero, so the round closes with the others' resent gradients.
+   */
+  private rejoinBarrier(): void {
+    const m = this.minClock();
+    this.version = m;
+    const zero = new Float32Array(this.weights.length);
+    for (let r = 0; r < this.workers; r++) {
+      const c = this.clocks[r]!;
+      if (c === m) continue;
+      if (c !== m + 1) throw new Error(`shard ${this.opts.shard}: sync workers resume ${c - m} clocks apart (worker ${r} at ${c}, slowest at ${m})`);
+      this.early[r] = this.holdEarly(r, zero);
+    }
   }
 
   /** Handle one message from `from`; returns the replies to send now (possibly to other peers). */
@@ -191,6 +309,7 @@ export class ServerShard implements ShardClocks {
         this.expectNoPayload(h, payload);
         if (h.clock !== this.clocks[h.rank])
           throw new WireError("clock", `worker ${h.rank} read at clock ${h.clock} but has pushed ${this.clocks[h.rank]} gradients`);
+        this.checkPullFields(h);
         this.replies.release(h.rank);
         return this.read(from, h.rank, h.clock, h.seq, now);
       }
@@ -225,7 +344,7 @@ export class ServerShard implements ShardClocks {
         return [this.reply(from, MsgType.ACK, h.seq, []), ...this.workerLeft(rank, now)];
       }
       case MsgType.JOIN: {
-        this.checkWorker(h);
+        this.checkWorker(h, Flag.AT_CLOCK);
         this.expectNoPayload(h, payload);
         if ((h.flags & Flag.AT_CLOCK) === 0) return [this.clockReply(from, h.seq, this.joinClock())];
         const ok = this.join(h.rank, h.clock);
@@ -240,9 +359,19 @@ export class ServerShard implements ShardClocks {
     }
   }
 
-  private checkWorker(h: Header): void {
+  /** A worker's request: its rank is one of the run's, its status 0, and no flags but `allowedFlags`. */
+  private checkWorker(h: Header, allowedFlags = 0): void {
     if (!Number.isInteger(h.rank) || h.rank < 0 || h.rank >= this.workers)
       throw new WireError("rank", `rank ${h.rank} is not a worker of this run (0..${this.workers - 1})`);
+    if ((h.flags & ~allowedFlags) !== 0) throw new WireError("flags", `${typeName(h.type)} from a worker carries flags ${h.flags}${allowedFlags ? ` (only ${allowedFlags} is allowed)` : ", none is allowed"}`);
+    if (h.status !== 0) throw new WireError("status", `a request carries status 0, got ${h.status}`);
+  }
+
+  private checkPullFields(h: Header): void {
+    const { start, end } = this.opts.range;
+    if (h.rangeStart !== start || h.rangeEnd !== end)
+      throw new WireError("range", `range [${h.rangeStart}, ${h.rangeEnd}) is not this shard's range [${start}, ${end})`);
+    if (h.dtype !== DType.NONE) throw new WireError("dtype", `PULL carries no tensor, got dtype ${h.dtype}`);
   }
 
   private checkLive(h: Header): void {
@@ -311,6 +440,8 @@ export class ServerShard implements ShardClocks {
 
   private checkCoordinator(h: Header): void {
     if (h.rank !== -1) throw new WireError("rank", `${typeName(h.type)} is only accepted from the coordinator (rank -1), got rank ${h.rank}`);
+    if ((h.flags & ~Flag.AT_CLOCK) !== 0) throw new WireError("flags", `${typeName(h.type)} accepts only the AT_CLOCK flag, got ${h.flags}`);
+    if (h.status !== 0) throw new WireError("status", `a request carries status 0, got ${h.status}`);
   }
 
   private expectNoPayload(h: Header, payload: Buffer[]): void {
@@ -337,12 +468,29 @@ export class ServerShard implements ShardClocks {
       throw new WireError("payload-length", `gradient of ${frame.byteLength} bytes (header says ${h.byteLength}), expected ${expected}`);
     if (h.clock !== this.clocks[h.rank])
       throw new WireError("clock", `worker ${h.rank} pushed clock ${h.clock}, expected ${this.clocks[h.rank]}`);
-    if (h.version > this.version) throw new WireError("version", `gradient computed from version ${h.version}, but the shard is at ${this.version}`);
+    // A worker's first push after a restart may carry a version of the process before the crash.
+    const rejoin = this.rejoining.delete(h.rank);
+    if (h.version > this.version && !rejoin) throw new WireError("version", `gradient computed from version ${h.version}, but the shard is at ${this.version}`);
     const g = f32View(frame, this.scratch);
-    if (!allFinite(g)) throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
+    if (!allFinite(g)) {
+      this.rejectedGradients++;
+      throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
+    }
+    const clip = this.opts.gradClip ?? 0;
+    if (clip > 0) {
+      let ss = 0;
+      for (let i = 0; i < g.length; i++) ss += g[i]! * g[i]!;
+      const norm = Math.sqrt(ss);
+      if (norm > clip) {
+        // Scale in place: g is this message's own frame (or the scratch copy of it).
+        const f = clip / norm;
+        for (let i = 0; i < g.length; i++) g[i] = g[i]! * f;
+        this.clippedGradients++;
+      }
+    }
 
     const t0 = performance.now();
-    const staleness = this.version - h.version;
+    const staleness = Math.max(0, this.version - h.version);
     this.staleness.add(staleness);
     if (this.opts.mode.pushPolicy === "apply") {
       // By default one gradient is 1/N of a global step: scale the step (not the gradient) so
@@ -351,14 +499,21 @@ export class ServerShard implements ShardClocks {
       this.optimizer.apply(this.weights, g, 1, lr * asyncStepScale(this.opts.optimizer.asyncLrScale, this.workers, staleness));
       this.appliedGradients++;
       this.version++;
+      if (this.everyCrossed(this.appliedGradients)) this.checkpointDue = true;
     } else {
       // Sum in rank order whatever the arrival order, so that a sync run's weights are the same
       // bit for bit from run to run (float addition is not associative). A gradient that arrives
       // ahead of its turn is copied into that rank's buffer (allocated once) until its turn comes:
       // keeping the received frame instead would let it outlive the minor GCs that free frames
       // young (transport/young-gc.ts), and such frames add up to full collections.
-      this.early[h.rank] = h.rank === this.nextRank ? g : this.holdEarly(h.rank, g);
-      this.advanceAggregate();
+      if (h.rank < this.nextRank || this.early[h.rank] !== null) {
+        // Only after a restart (rejoinBarrier): a worker a clock ahead pushes the next round
+        // before this one has closed. Its gradient waits for that round.
+        this.nextRound[h.rank] = Float32Array.from(g);
+      } else {
+        this.early[h.rank] = h.rank === this.nextRank ? g : this.holdEarly(h.rank, g);
+        this.advanceAggregate();
+      }
     }
     this.applyMs += performance.now() - t0;
     this.clocks[h.rank]!++;
@@ -367,7 +522,8 @@ export class ServerShard implements ShardClocks {
 
   /**
    * Sum the gradients of the current clock in rank order as far as they have come, skipping ranks
-   * that left (or join later); apply their mean once every contributing rank's is in.
+   * that left (or join later); apply their mean once every contributing rank's is in. Gradients
+   * held for the next round (after a restart) then take their turn.
    */
   private advanceAggregate(): void {
     for (let r = this.nextRank; r < this.workers; r++) {
@@ -388,10 +544,25 @@ export class ServerShard implements ShardClocks {
         this.optimizer.apply(this.weights, this.accum, 1 / this.summed, learningRate(this.opts.optimizer, this.version));
         this.appliedGradients += this.summed;
         this.version++;
+        if (this.everyCrossed(this.version)) this.checkpointDue = true;
       }
       this.nextRank = 0;
       this.summed = 0;
+      let held = false;
+      for (let r = 0; r < this.workers; r++) {
+        const g = this.nextRound[r];
+        if (!g) continue;
+        this.early[r] = g;
+        this.nextRound[r] = null;
+        held = true;
+      }
+      if (held) this.advanceAggregate();
     }
+  }
+
+  private everyCrossed(n: number): boolean {
+    const every = this.opts.checkpointEvery ?? 0;
+    return every > 0 && n % every === 0;
   }
 
   private read(to: Buffer, rank: number, clock: number, seq: number, now: number, staleness = 0): Outgoing[] {
@@ -491,6 +662,11 @@ export class ServerShard implements ShardClocks {
       bytesReceived: this.bytesReceived,
       bytesSent: this.bytesSent,
       applySeconds: this.applyMs / 1000,
+      rejectedGradients: this.rejectedGradients,
+      clippedGradients: this.clippedGradients,
+      checkpoints: this.checkpoints,
+      restoredFrom: this.restoredFrom,
+      lostUpdates: this.lostUpdates,
     };
   }
 }

@@ -243,8 +243,6 @@ class ElasticCommits {
     weights.set(slot.weights);
     // States of later steps belong to the history that was rolled back.
     for (const s of this.slots) if (s.step > step) s.step = -1;
-    const st = opt.state();
-    for (const [k, t] of Object.entries(st.tensors)) t.set(slot.tensors[k]!);
-    opt.setScalars(slot.scalars);
+    opt.restore(new Map(Object.entries(slot.tensors)), slot.scalars);
   }
 }

@@ -1,8 +1,9 @@
 import type { KeyRange } from "../ps/key-range.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
-import { PeerClient, RemoteError } from "../transport/peer-client.js";
+import { RemoteError, type Reply } from "../transport/peer-client.js";
 import { ErrorCode, PsError } from "../util/errors.js";
+import { ShardPeer } from "../transport/shard-peer.js";
 import type { GradientExchange, StepResult } from "./exchange.js";
 
 export interface ShardEndpoint {
@@ -19,9 +20,11 @@ export type PushPullResult = StepResult;
  * vector that replies are copied into (one memcpy per shard; nothing else is allocated per step).
  */
 export class ParameterClient implements GradientExchange {
-  private readonly clients: PeerClient[];
+  private readonly clients: ShardPeer[];
   /** weights version of each shard that `weights` holds */
   readonly versions: number[];
+  /** gradients each shard has acknowledged (answered) from this worker: the clock a restarted shard resumes it at */
+  readonly acked: number[];
 
   constructor(
     private readonly runId: number,
@@ -30,17 +33,33 @@ export class ParameterClient implements GradientExchange {
     readonly weights: Float32Array,
     timeoutMs: number,
   ) {
-    this.clients = shards.map((s) => new PeerClient(`server shard ${s.shard}`, s.endpoint, timeoutMs));
+    this.clients = shards.map((s) => new ShardPeer(`server shard ${s.shard}`, s.endpoint, timeoutMs));
     this.versions = shards.map(() => 0);
+    this.acked = shards.map(() => 0);
+  }
+
+  /** Shard k died: forget whatever it might still answer; its requests wait for shardUp. */
+  shardDown(k: number): void {
+    this.clients[k]?.down();
+  }
+
+  /** Shard k is serving again at `endpoint`: send it what was in flight. */
+  async shardUp(k: number, endpoint: string): Promise<void> {
+    await this.clients[k]?.up(endpoint);
+  }
+
+  /** One request to shard k; `acked[k]` moves to `clock` only when the answer is from the live shard. */
+  private async requestShard(k: number, header: Parameters<ShardPeer["request"]>[0], payload: Buffer[], clock: number): Promise<Reply> {
+    const r = await this.clients[k]!.request(header, payload);
+    this.acked[k] = clock;
+    return r;
   }
 
   /** Read the weights for `clock` from every shard (the first read, at clock 0). */
   async pull(clock: number): Promise<PushPullResult> {
     const replies = await Promise.all(
       this.shards.map((s, k) =>
-        this.clients[k]!.request(
-          makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end }),
-        ),
+        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end }), [], clock),
       ),
     );
     return this.absorb(replies);
@@ -84,7 +103,7 @@ export class ParameterClient implements GradientExchange {
           dtype: DType.F32,
           byteLength: slice.byteLength,
         });
-        return this.clients[k]!.request(header, [f32Frame(slice)]);
+        return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
       }),
     );
     return this.absorb(replies);
@@ -98,7 +117,7 @@ export class ParameterClient implements GradientExchange {
     return [];
   }
 
-  private absorb(replies: Awaited<ReturnType<PeerClient["request"]>>[]): PushPullResult {
+  private absorb(replies: Reply[]): PushPullResult {
     let stopping = false;
     let staleness = 0;
     let waited = false;

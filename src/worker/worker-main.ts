@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, MembersMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg, MembersMsg, ProgressMsg, RestartAck, StepRecord } from "../cluster/messages.js";
 import { ShardBatcher } from "../data/batcher.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -40,6 +40,9 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     const part = partitionIndices(data.trainY, data.trainCount, latest.live.length, cfg.partition, cfg.seed, data.task)[index];
     if (part) batcher = new ShardBatcher(data, part, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, rank), batcher.epoch + 1);
   };
+  // --resume: the batches of the steps before the checkpoint are skipped, in the same order.
+  const startStep = cfgMsg.startStep ?? 0;
+  batcher.seek(startStep);
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
   if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
 
@@ -47,7 +50,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   const gradient = new Float32Array(model.size);
   let exchange: GradientExchange;
   // A replacement (--on-worker-failure wait) starts at the clock the shards let it join at.
-  let firstStep = 0;
+  let firstStep = startStep;
   if (cfg.comm === "allreduce") {
     exchange = await AllreduceExchange.join(control, cfgMsg, initFrame, weights, gradient, model.params);
   } else {
@@ -60,6 +63,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     }
     // A replacement that joins after the last step has nothing left to do (and nothing to read).
     if (firstStep < cfgMsg.stepsPerWorker) await client.pull(firstStep);
+    followShardRestarts(control, client);
     exchange = client;
   }
   await control.send(MsgType.READY, { shardSize: mine.length });
@@ -150,4 +154,24 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   // when every worker has finished every collective): a peer that closes early looks lost.
   if (cfg.comm !== "allreduce") exchange.close();
   model.dispose();
+}
+
+/**
+ * A server shard's restart (docs/reliability.md): on "down" the worker drops the dead shard's
+ * socket and tells the coordinator how many of its gradients that shard had acknowledged; on
+ * "up" it sends the restarted shard whatever was in flight.
+ */
+function followShardRestarts(control: ControlClient, client: ParameterClient): void {
+  control.onMap = (m) => {
+    const r = (m.body as MapMsg | null)?.restart;
+    if (!r) return false;
+    if (r.phase === "down") {
+      client.shardDown(r.shard);
+      const ack: RestartAck = { shard: r.shard, clock: client.acked[r.shard] ?? 0 };
+      control.send(MsgType.ACK, ack).catch(() => undefined);
+    } else if (r.endpoint !== undefined) {
+      void client.shardUp(r.shard, r.endpoint);
+    }
+    return true;
+  };
 }

@@ -103,6 +103,11 @@ const SAMPLES: Record<string, [string, unknown]> = {
   lrGamma: ["0.1", 0.1],
   warmupSteps: ["10", 10],
   asyncLrScale: ["staleness", "staleness"],
+  checkpointEvery: ["200", 200],
+  checkpointKeep: ["5", 5],
+  gradClip: ["10", 10],
+  // a non-empty --resume reads that run's config.json instead (test/cli/resume-config.test.ts)
+  resume: ["", ""],
 };
 
 function sample(key: string): [string, unknown] {

@@ -49,7 +49,7 @@ describe("ServerShard: workers that leave or are replaced", () => {
     assert.equal(refused[0]!.header.type, MsgType.ERROR, "a clock the shard is already aggregating is refused");
     assert.equal(join(s, 1, 2).header.clock, 2);
     assert.equal(s.handle(peer(0), pushPull(0, 1, f32(1), { version: 1 })).length, 1, "clock 1 still needs rank 0 only");
-    const read = s.handle(peer(1), frames({ type: MsgType.PULL, rank: 1, clock: 2 }));
+    const read = s.handle(peer(1), frames({ type: MsgType.PULL, rank: 1, clock: 2, rangeStart: 0, rangeEnd: 1 }));
     assert.equal(read.length, 1);
     assert.deepEqual(weightsOf(read[0]!), [-2]);
     assert.equal(s.handle(peer(0), pushPull(0, 2, f32(4), { version: 2 })).length, 0, "clock 2 waits for the replacement");
