@@ -145,16 +145,17 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
 
   it("sync: a read held past --heartbeat-timeout is reported with the rank it waits for and its clock", async () => {
     // Worker 0 is a straggler that heartbeats: --slow sleeps a multiple of its compute time every
-    // step. The multiple is calibrated on this machine so that a warm step sleeps ~2 s: well past
-    // the 600 ms timeout (well above any event-loop stall), well within the deadline of a wait.
-    const factor = Math.ceil(2000 / (await gradientMs()));
-    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: factor }, heartbeatMs: 100, heartbeatTimeout: 600, timeoutMs: 60_000 });
+    // step. The multiple is calibrated on this machine so that a warm step sleeps ~4 s: well past
+    // the 1.5 s timeout (well above any event-loop stall, even on a loaded machine), well within
+    // the deadline of a wait.
+    const factor = Math.ceil(4000 / (await gradientMs()));
+    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: factor }, heartbeatMs: 100, heartbeatTimeout: 1500, timeoutMs: 60_000 });
     const summary = await train(cfg);
     assert.equal(summary.workerFailures.length, 0, "a straggler that heartbeats is not lost");
     assert.ok(summary.stallReports.length >= 1, "at least one stall was reported");
     const r = summary.stallReports[0]!;
     assert.equal(r.reader, 1);
-    assert.ok(r.waitedMs >= 600);
+    assert.ok(r.waitedMs >= 1500);
     assert.deepEqual(r.waitingOn.map((w) => w.rank), [0]);
     assert.equal(r.waitingOn[0]!.clock, r.clock - 1, "worker 0 has not pushed the clock worker 1 waits on");
   });
