@@ -1,4 +1,5 @@
-import { Router } from "zeromq";
+import type { Router } from "zeromq";
+import { bindSocket, newBoundRouter } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
 import { decodeHeader, DType, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
@@ -49,7 +50,7 @@ export class Coordinator {
     /** the largest frame a role process may send (0: no limit); a larger one drops its connection */
     maxMessageBytes = 0,
   ) {
-    this.router = new Router({ linger: 0, mandatory: false, ...(maxMessageBytes > 0 ? { maxMessageSize: maxMessageBytes } : {}) });
+    this.router = newBoundRouter("coordinator", { linger: 0, mandatory: false, ...(maxMessageBytes > 0 ? { maxMessageSize: maxMessageBytes } : {}) });
     this.failure = new Promise<never>((_, reject) => {
       this.failWith = reject;
     });
@@ -57,7 +58,7 @@ export class Coordinator {
   }
 
   async bind(address: string): Promise<string> {
-    await this.router.bind(address);
+    await bindSocket(this.router, address);
     this.endpoint = this.router.lastEndpoint ?? address;
     void this.receiveLoop();
     return this.endpoint;

@@ -1,0 +1,77 @@
+import { type Context, Router } from "zeromq";
+import { z85Encode } from "./z85.js";
+
+/** libzmq sends ZAP requests (RFC 27) of every CURVE server socket of a context to this endpoint. */
+export const ZAP_ENDPOINT = "inproc://zeromq.zap.01";
+
+export interface ZapDenial {
+  /** the client's address as libzmq reports it (IP for tcp, empty for ipc) */
+  address: string;
+  /** the client's Z85 public key, or the mechanism it tried when it was not CURVE */
+  client: string;
+  reason: string;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The ZAP handler of one ZeroMQ context: a ROUTER on inproc://zeromq.zap.01 in that context that
+ * answers libzmq's authentication requests, accepting a CURVE client only when its public key is
+ * on the allowlist. It must be bound before any CURVE server socket of the context accepts a
+ * connection: without a handler libzmq lets every client that knows the server key in.
+ */
+export class ZapHandler {
+  private readonly router: Router;
+  private closed = false;
+  allowed = 0;
+  denied = 0;
+
+  constructor(
+    context: Context | undefined,
+    private readonly allowlist: ReadonlyMap<string, string>,
+    private readonly onDenied: (d: ZapDenial) => void,
+  ) {
+    this.router = new Router({ linger: 0, ...(context ? { context } : {}) });
+  }
+
+  async start(): Promise<void> {
+    await this.router.bind(ZAP_ENDPOINT);
+    void this.serve();
+  }
+
+  private async serve(): Promise<void> {
+    try {
+      for await (const frames of this.router) {
+        // [routing id, "", version, request id, domain, address, identity, mechanism, credentials...]
+        const [id, , version, requestId, , address, , mechanism, key] = frames;
+        if (!id || !requestId) continue;
+        const mech = mechanism?.toString() ?? "";
+        const client = mech === "CURVE" && key?.length === 32 ? z85Encode(key) : mech || "?";
+        const name = mech === "CURVE" ? this.allowlist.get(client) : undefined;
+        let text: string;
+        if (version?.toString() !== "1.0") text = "unsupported ZAP version";
+        else if (mech !== "CURVE") text = `mechanism ${client} is not allowed`;
+        else if (name === undefined) text = `public key ${client} is not on the allowlist`;
+        else text = "OK";
+        const ok = text === "OK";
+        if (ok) this.allowed++;
+        else this.deny(address, client, text);
+        const [status, user] = ok ? ["200", name ?? ""] : ["400", ""];
+        await this.router.send([id, EMPTY, "1.0", requestId, status, text, user, EMPTY]);
+      }
+    } catch (err) {
+      // Requests then go unanswered and handshakes fail closed; say why once.
+      if (!this.closed) this.onDenied({ address: "", client: "", reason: `ZAP handler stopped: ${err instanceof Error ? err.message : String(err)}` });
+    }
+  }
+
+  private deny(address: Buffer | undefined, client: string, reason: string): void {
+    this.denied++;
+    this.onDenied({ address: address?.toString() ?? "", client, reason });
+  }
+
+  close(): void {
+    this.closed = true;
+    this.router.close();
+  }
+}
