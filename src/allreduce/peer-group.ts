@@ -373,7 +373,7 @@ export class PeerGroup {
     this.waiter?.reject(new Error(`rank ${this.rank}: peer group closed`));
     for (const p of this.pushes) p?.close();
     this.pull.close();
-    if (this.context) closeContextSecurity(this.context);
+    if (this.context) void closeContextSecurity(this.context);
   }
 }
 

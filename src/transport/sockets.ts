@@ -58,9 +58,9 @@ export async function enableCurveFromEnv(role: CurveRole, securityLog?: Security
 }
 
 /** Turn CURVE off again and stop every ZAP handler (tests; a process normally keeps it to the end). */
-export function disableCurve(): void {
+export async function disableCurve(): Promise<void> {
   curve = null;
-  for (const ctx of [...zaps.keys()]) closeContextSecurity(ctx);
+  await Promise.all([...zaps.keys()].map((ctx) => closeContextSecurity(ctx)));
   log = () => undefined;
 }
 
@@ -99,11 +99,11 @@ function zapFor(ctx: Context): Promise<ZapHandler> {
 }
 
 /** Stop the ZAP handler of a context made by newContext (before the context's sockets are gone). */
-export function closeContextSecurity(ctx: Context): void {
+export async function closeContextSecurity(ctx: Context): Promise<void> {
   const p = zaps.get(ctx);
   if (!p) return;
   zaps.delete(ctx);
-  void p.then(
+  await p.then(
     (h) => {
       counts.closedZapAllowed += h.allowed;
       counts.closedZapDenied += h.denied;

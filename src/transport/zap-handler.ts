@@ -34,8 +34,21 @@ export class ZapHandler {
     this.router = new Router({ linger: 0, ...(context ? { context } : {}) });
   }
 
-  async start(): Promise<void> {
-    await this.router.bind(ZAP_ENDPOINT);
+  /** Bind; a handler of this context that was just closed may hold the endpoint for a moment. */
+  async start(timeoutMs = 2000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.router.bind(ZAP_ENDPOINT);
+        break;
+      } catch (err) {
+        if ((err as { code?: string }).code !== "EADDRINUSE" || Date.now() > deadline) {
+          this.router.close();
+          throw new Error(`cannot start the ZAP handler on ${ZAP_ENDPOINT}: ${(err as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
     void this.serve();
   }
 
