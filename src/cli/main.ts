@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import type { TrainConfig } from "../config/train-config.js";
 import { prepareRun, runLocal, type Summary } from "../cluster/train-run.js";
+import { enableCurveFromEnv } from "../transport/sockets.js";
 import { errorLine, PsError } from "../util/errors.js";
 import { addClusterCommands, clusterHandlers } from "./cluster-commands.js";
 import { addExperimentCommands } from "./experiment-commands.js";
@@ -12,6 +13,8 @@ import { summaryLine } from "./summary-line.js";
 
 async function train(config: TrainConfig): Promise<void> {
   const log = makeLogger(config.logLevel);
+  // --curve-keys: this process is the coordinator; refused peers are worth a warning.
+  await enableCurveFromEnv("coordinator", (msg, fields) => log.warn(fields, msg));
   const prep = await prepareRun(config);
   const showBar = config.progress === "on" || (config.progress === "auto" && process.stderr.isTTY === true);
   const bar = showBar ? new ProgressBar(process.stderr) : null;

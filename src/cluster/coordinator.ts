@@ -1,5 +1,5 @@
 import type { Router } from "zeromq";
-import { bindSocket, newBoundRouter } from "../transport/sockets.js";
+import { bindSocket, newBoundRouter, refusalHint } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
 import { decodeHeader, DType, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
@@ -147,7 +147,7 @@ export class Coordinator {
           const [role, rank] = k.split(":");
           return peerName(role as Role, Number(rank));
         });
-        throw new PsError(ErrorCode.TIMEOUT, `no ${typeName(type)} within ${timeoutMs} ms from ${names.join(", ") || "?"}`);
+        throw new PsError(ErrorCode.TIMEOUT, `no ${typeName(type)} within ${timeoutMs} ms from ${names.join(", ") || "?"}${refusalHint()}`);
       }
       each(ev);
       got++;

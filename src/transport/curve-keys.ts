@@ -111,7 +111,7 @@ export function parseAllowlist(text: string, path: string): Map<string, string> 
  */
 export function loadCurveKeys(dirArg: string, role: CurveRole): CurveKeys {
   const dir = resolve(dirArg);
-  let isDir = false;
+  let isDir: boolean;
   try {
     isDir = statSync(dir).isDirectory();
   } catch {

@@ -81,6 +81,19 @@ export function securityStats(): SecurityStats {
 
 const settled = new Map<Context, ZapHandler>();
 
+/**
+ * For an error about a peer that never showed up: how many clients this process's CURVE sockets
+ * refused, which is the likely reason ("" when none or CURVE is off).
+ */
+export function refusalHint(): string {
+  if (!curve) return "";
+  const s = securityStats();
+  const parts: string[] = [];
+  if (s.zapDenied > 0) parts.push(`${s.zapDenied} with a key not on the allowlist`);
+  if (s.handshakeFailed > 0) parts.push(`${s.handshakeFailed} failed CURVE handshakes (no or wrong keys)`);
+  return parts.length ? ` (CURVE refused connections here: ${parts.join(", ")}; see the log)` : "";
+}
+
 function zapFor(ctx: Context): Promise<ZapHandler> {
   const keys = curve;
   if (!keys) throw new Error("CURVE is off");

@@ -44,7 +44,7 @@ export class ZapHandler {
       } catch (err) {
         if ((err as { code?: string }).code !== "EADDRINUSE" || Date.now() > deadline) {
           this.router.close();
-          throw new Error(`cannot start the ZAP handler on ${ZAP_ENDPOINT}: ${(err as Error).message}`);
+          throw new Error(`cannot start the ZAP handler on ${ZAP_ENDPOINT}: ${(err as Error).message}`, { cause: err });
         }
         await new Promise((r) => setTimeout(r, 10));
       }
