@@ -13,8 +13,25 @@ import { z85Decode, z85Encode } from "./z85.js";
 export const CURVE_ROLES = ["coordinator", "server", "worker"] as const;
 export type CurveRole = (typeof CURVE_ROLES)[number];
 
-/** The file of authorised client public keys: one `Z85KEY [name]` per line, `#` comments. */
+/** The file of authorised client public keys: one `Z85KEY ROLE [comment]` per line, `#` comments. */
 export const ALLOWLIST_FILE = "allowlist";
+
+/**
+ * Which roles' keys each role's binding socket admits: the coordinator's control ROUTER takes
+ * shards and workers, a shard's ROUTER takes workers and the coordinator (evaluation), an
+ * allreduce PULL takes other workers. A listed key of another role is refused there.
+ */
+export const ADMITS: Readonly<Record<CurveRole, readonly CurveRole[]>> = {
+  coordinator: ["server", "worker"],
+  server: ["worker", "coordinator"],
+  worker: ["worker"],
+};
+
+/** An allowlist entry: the role the key acts as, and the rest of its line. */
+export interface AllowedKey {
+  role: CurveRole;
+  comment: string;
+}
 
 export function publicKeyFile(role: CurveRole): string {
   return `${role}.public`;
@@ -57,8 +74,8 @@ export class CurveKeys {
     secretKey: string,
     /** the public key a client connecting to each role's binding sockets expects */
     readonly serverKeys: Readonly<Record<CurveRole, string>>,
-    /** authorised client public keys (Z85) -> the name the allowlist gives them */
-    readonly allowlist: ReadonlyMap<string, string>,
+    /** authorised client public keys (Z85) -> the role the allowlist gives them */
+    readonly allowlist: ReadonlyMap<string, AllowedKey>,
   ) {
     this.#secretKey = secretKey;
   }
@@ -87,11 +104,12 @@ function readKeyFile(path: string, what: string): string {
 }
 
 /**
- * Parse an allowlist file: `Z85KEY [name]` lines; blank lines and comment lines ignored. Z85 has
- * '#' in its alphabet, so a line is a comment only when it starts with '#' and is not a key line.
+ * Parse an allowlist file: `Z85KEY ROLE [comment]` lines; blank lines and comment lines ignored.
+ * Z85 has '#' in its alphabet, so a line is a comment only when it starts with '#' and is not a
+ * key line.
  */
-export function parseAllowlist(text: string, path: string): Map<string, string> {
-  const out = new Map<string, string>();
+export function parseAllowlist(text: string, path: string): Map<string, AllowedKey> {
+  const out = new Map<string, AllowedKey>();
   text.split("\n").forEach((line, i) => {
     const s = line.trim();
     if (s === "") return;
@@ -99,7 +117,9 @@ export function parseAllowlist(text: string, path: string): Map<string, string> 
     const isKey = key.length === KEY_CHARS && z85Decode(key) !== null;
     if (!isKey && s.startsWith("#")) return;
     if (!isKey) throw badOption(`--curve-keys: ${path} line ${i + 1}: not a ${KEY_CHARS}-character Z85 public key`);
-    out.set(key, name.join(" ") || `key ${out.size + 1}`);
+    const [role = "", ...comment] = name;
+    if (!(CURVE_ROLES as readonly string[]).includes(role)) throw badOption(`--curve-keys: ${path} line ${i + 1}: after the key comes the role it may act as, ${CURVE_ROLES.join(", ")} (got ${JSON.stringify(role)})`);
+    out.set(key, { role: role as CurveRole, comment: comment.join(" ") });
   });
   return out;
 }
@@ -174,7 +194,11 @@ export function generateCurveKeys(dirArg: string, force: boolean): GeneratedKeys
     }
     files.push(path);
   };
-  const allow: string[] = ["# ps-train CURVE allowlist: the public keys that may connect to any ps-train socket", "# one per line: Z85KEY NAME"];
+  const allow: string[] = [
+    "# ps-train CURVE allowlist: the public keys that may connect to ps-train sockets, one per line:",
+    "#   Z85KEY ROLE [comment]   ROLE (coordinator, server, worker) decides where the key is admitted:",
+    "#   the coordinator takes server and worker keys, shards take worker and coordinator keys, workers take worker keys",
+  ];
   for (const role of CURVE_ROLES) {
     const pair = curveKeyPair();
     publicKeys[role] = pair.publicKey;

@@ -9,11 +9,18 @@
  *   this process's key pair that expects the public key of the role it connects to.
  */
 import { Context, context as defaultContext, Dealer, Pull, Push, Router, type Socket, type SocketOptions } from "zeromq";
-import { CURVE_KEYS_ENV, type CurveKeys, type CurveRole, loadCurveKeys } from "./curve-keys.js";
+import { ADMITS, CURVE_KEYS_ENV, CURVE_ROLES, type CurveKeys, type CurveRole, loadCurveKeys } from "./curve-keys.js";
 import { type ZapDenial, ZapHandler } from "./zap-handler.js";
 
-/** The ZAP domain of every ps-train CURVE server socket. */
-export const ZAP_DOMAIN = "ps-train";
+/** The ZAP domain of a CURVE server socket bound by `role`: the handler admits ADMITS[role]. */
+export function zapDomain(role: CurveRole): string {
+  return `ps-train/${role}`;
+}
+
+function admitsOf(domain: string): readonly CurveRole[] | null {
+  const role = CURVE_ROLES.find((r) => zapDomain(r) === domain);
+  return role ? ADMITS[role] : null;
+}
 
 export interface SecurityStats {
   /** connections the ZAP handlers let in */
@@ -60,6 +67,7 @@ export async function enableCurveFromEnv(role: CurveRole, securityLog?: Security
 /** Turn CURVE off again and stop every ZAP handler (tests; a process normally keeps it to the end). */
 export async function disableCurve(): Promise<void> {
   curve = null;
+  refusals.clear();
   await Promise.all([...zaps.keys()].map((ctx) => closeContextSecurity(ctx)));
   log = () => undefined;
 }
@@ -99,8 +107,8 @@ function zapFor(ctx: Context): Promise<ZapHandler> {
   if (!keys) throw new Error("CURVE is off");
   let p = zaps.get(ctx);
   if (!p) {
-    const handler = new ZapHandler(ctx === defaultContext ? undefined : ctx, keys.allowlist, (d: ZapDenial) =>
-      log("CURVE client denied", { address: d.address || undefined, client: d.client, reason: d.reason }),
+    const handler = new ZapHandler(ctx === defaultContext ? undefined : ctx, keys.allowlist, admitsOf, (d: ZapDenial) =>
+      logRefusal(`zap ${d.domain} ${d.client}`, "CURVE client denied", { address: d.address || undefined, socket: d.domain, client: d.client, reason: d.reason }),
     );
     p = handler.start().then(() => {
       settled.set(ctx, handler);
@@ -109,6 +117,25 @@ function zapFor(ctx: Context): Promise<ZapHandler> {
     zaps.set(ctx, p);
   }
   return p;
+}
+
+/**
+ * A client that keeps reconnecting would log a line per attempt: log the first refusal of each
+ * kind, then at most one line per kind every REFUSAL_LOG_MS with how many were not logged.
+ */
+const REFUSAL_LOG_MS = 10_000;
+const refusals = new Map<string, { at: number; quiet: number }>();
+
+function logRefusal(kind: string, event: string, fields: Record<string, unknown>): void {
+  const now = Date.now();
+  const r = refusals.get(kind);
+  if (r && now - r.at < REFUSAL_LOG_MS) {
+    r.quiet++;
+    return;
+  }
+  if (refusals.size > 1000) refusals.clear();
+  refusals.set(kind, { at: now, quiet: 0 });
+  log(event, r && r.quiet > 0 ? { ...fields, notLogged: r.quiet } : fields);
 }
 
 /** Stop the ZAP handler of a context made by newContext (before the context's sockets are gone). */
@@ -129,7 +156,7 @@ export async function closeContextSecurity(ctx: Context): Promise<void> {
 
 function serverOptions(): Record<string, unknown> {
   if (!curve) return {};
-  return { curveServer: true, curveSecretKey: curve.secretKey, curvePublicKey: curve.publicKey, zapDomain: ZAP_DOMAIN };
+  return { curveServer: true, curveSecretKey: curve.secretKey, curvePublicKey: curve.publicKey, zapDomain: zapDomain(curve.role) };
 }
 
 function clientOptions(peer: CurveRole): Record<string, unknown> {
@@ -141,7 +168,7 @@ function watchServer<S extends Socket>(socket: S, what: string): S {
   if (!curve) return socket;
   const count = (e: { address: string; error: Error }) => {
     counts.handshakeFailed++;
-    log("CURVE handshake failed", { socket: what, address: e.address, reason: e.error.message });
+    logRefusal(`handshake ${what} ${e.error.message}`, "CURVE handshake failed", { socket: what, address: e.address, reason: e.error.message });
   };
   socket.events.on("handshake:error:protocol", count);
   socket.events.on("handshake:error:other", count);

@@ -60,7 +60,7 @@ interface Container {
 }
 interface PodSpec {
   containers: (Container & { volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] })[];
-  volumes?: { name: string; secret?: { secretName: string; defaultMode?: number } }[];
+  volumes?: { name: string; secret?: { secretName: string; defaultMode?: number; items?: { key: string; path: string }[] } }[];
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
 }
 
@@ -183,6 +183,11 @@ describe("deploy/k8s manifests", () => {
       assert.equal(mount?.readOnly, true, `${file}: mounted read-only`);
       const args = c.args ?? [];
       assert.equal(args[args.indexOf("--curve-keys") + 1], CURVE_MOUNT, `${file}: the agent runs with --curve-keys ${CURVE_MOUNT}`);
+      // Least privilege: an agent gets the secret keys of the roles it runs (--roles), no other.
+      const roles = (args[args.indexOf("--roles") + 1] ?? "coordinator,server,worker").split(",");
+      const files = vol.secret!.items ? vol.secret!.items.map((i) => i.path) : keys;
+      for (const r of ["coordinator", "server", "worker"]) assert.equal(files.includes(`${r}.secret`), roles.includes(r), `${file}: ${r}.secret mounted iff --roles has ${r}`);
+      for (const f of ["allowlist", "coordinator.public", "server.public", "worker.public"]) assert.ok(files.includes(f), `${file}: ${f} mounted`);
     }
     assert.deepEqual(users.sort(), ["ps-train-agent", "ps-train-agent-gpu"]);
   });

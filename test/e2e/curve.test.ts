@@ -124,6 +124,10 @@ describe("ps-train keys and --curve-keys (real processes)", function () {
   mkdirSync(garbage);
   for (const f of FILES) writeFileSync(join(garbage, f), readFileSync(join(good, f)), { mode: 0o600 });
   writeFileSync(join(garbage, "allowlist"), "not a key\n");
+  const noRole = join(dir, "no-role");
+  mkdirSync(noRole);
+  for (const f of FILES) writeFileSync(join(noRole, f), readFileSync(join(good, f)), { mode: 0o600 });
+  writeFileSync(join(noRole, "allowlist"), `${readFileSync(join(good, "worker.public"), "utf8").trim()} gpu-box-7\n`);
 
   const cases: [string, string, RegExp][] = [
     ["a folder that does not exist", join(dir, "nope"), /--curve-keys must be a folder made by ps-train keys generate .*nope/],
@@ -132,6 +136,7 @@ describe("ps-train keys and --curve-keys (real processes)", function () {
     ["a secret key others can read", open, /server\.secret is open to other users \(mode 0644\); chmod 600/],
     ["a secret key that is not the public key's pair", mismatched, /coordinator\.secret and .*coordinator\.public are not one key pair/],
     ["an allowlist line that is not a key", garbage, /allowlist line 1: not a 40-character Z85 public key/],
+    ["an allowlist key without a role", noRole, /allowlist line 1: after the key comes the role it may act as, coordinator, server, worker \(got "gpu-box-7"\)/],
   ];
   for (const [name, keyDir, pattern] of cases) {
     it(`--curve-keys with ${name}: one line, exit 2, nothing started`, () => {

@@ -7,7 +7,7 @@ import { PeerGroup } from "../../src/allreduce/peer-group.js";
 import { encodeArHeader, Phase } from "../../src/allreduce/wire.js";
 import { serveShard } from "../../src/ps/server-main.js";
 import { type CurveRole, generateCurveKeys, loadCurveKeys, publicKeyOf } from "../../src/transport/curve-keys.js";
-import { DType, makeHeader, MsgType } from "../../src/transport/header.js";
+import { decodeHeader, DType, makeHeader, MsgType } from "../../src/transport/header.js";
 import { PeerClient } from "../../src/transport/peer-client.js";
 import { bindSocket, disableCurve, enableCurve, newBoundRouter, securityStats } from "../../src/transport/sockets.js";
 import { z85Decode, z85Encode } from "../../src/transport/z85.js";
@@ -48,16 +48,22 @@ function gradient(): Float32Array {
   return new Float32Array(SIZE).fill(PATTERN);
 }
 
-/** A push+pull of the pattern through a PeerClient (the worker's own client). */
-async function pushPattern(endpoint: string): Promise<{ type: MsgType; weights: Buffer }> {
-  const client = new PeerClient("server shard 0", endpoint, 10_000);
+/**
+ * A push+pull of the pattern as a worker does it, with the worker's keys from `dir` (this test
+ * process is the shard: its own PeerClient would present the server's key, which a shard does
+ * not admit), or without CURVE.
+ */
+async function pushPattern(endpoint: string, dir: string | null): Promise<{ type: MsgType; weights: Buffer }> {
+  const keys = dir ? loadCurveKeys(dir, "worker") : null;
+  const curve = keys ? { curveServerKey: keys.serverKeys.server, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey } : {};
+  const worker = new Dealer({ linger: 0, receiveTimeout: 10_000, ...curve });
   try {
-    const g = gradient();
-    const h = makeHeader(MsgType.PUSH_PULL, { runId: RUN_ID, rank: 0, clock: 0, rangeStart: 0, rangeEnd: SIZE, dtype: DType.F32, byteLength: g.byteLength });
-    const reply = await client.request(h, [Buffer.from(g.buffer)]);
-    return { type: reply.header.type, weights: Buffer.from(reply.frames[0] ?? Buffer.alloc(0)) };
+    worker.connect(endpoint);
+    await worker.send(pushPull(0, 0, gradient()));
+    const [head, weights] = await worker.receive();
+    return { type: decodeHeader(head).type, weights: Buffer.from(weights ?? Buffer.alloc(0)) };
   } finally {
-    client.close();
+    worker.close();
   }
 }
 
@@ -126,12 +132,12 @@ describe("CURVE security of the ZeroMQ sockets", function () {
     assert.equal(z85Decode("abc"), null);
   });
 
-  it("an allowlisted client pushes and pulls through an encrypted shard", async () => {
+  it("an allowlisted worker pushes and pulls through an encrypted shard", async () => {
     await as("server");
     const s = await startShard();
     try {
       const before = securityStats().zapAllowed;
-      assert.equal((await pushPattern(s.endpoint)).type, MsgType.WEIGHTS);
+      assert.equal((await pushPattern(s.endpoint, dir)).type, MsgType.WEIGHTS);
       assert.equal(s.shard.stats().appliedGradients, 1);
       assert.ok(securityStats().zapAllowed > before, "the ZAP handler let the client in");
     } finally {
@@ -177,6 +183,24 @@ describe("CURVE security of the ZeroMQ sockets", function () {
     }
   });
 
+  it("a listed key of a role the socket does not admit (a server's key at a shard) is refused", async () => {
+    await as("server");
+    const s = await startShard();
+    // This process's own client presents the server key: listed, but shards admit workers and the coordinator.
+    const client = new PeerClient("server shard 0", s.endpoint, 1500);
+    try {
+      const before = securityStats().zapDenied;
+      const g = gradient();
+      const h = makeHeader(MsgType.PUSH_PULL, { runId: RUN_ID, rank: 0, rangeStart: 0, rangeEnd: SIZE, dtype: DType.F32, byteLength: g.byteLength });
+      await assert.rejects(client.request(h, [Buffer.from(g.buffer)]), /no reply from server shard 0 .*within 1500 ms/);
+      assert.equal(s.shard.stats().appliedGradients, 0);
+      await until("ZAP denial counted", () => securityStats().zapDenied > before);
+    } finally {
+      client.close();
+      await s.close();
+    }
+  });
+
   it("a worker that expects another server key names the shard and the failed handshake in its timeout", async () => {
     await as("server");
     const s = await startShard();
@@ -199,7 +223,7 @@ describe("CURVE security of the ZeroMQ sockets", function () {
       const relay = new RecordingRelay();
       try {
         const via = await relay.start(s.endpoint);
-        const reply = await pushPattern(via);
+        const reply = await pushPattern(via, curve ? dir : null);
         assert.equal(reply.type, MsgType.WEIGHTS);
         const needle = Buffer.from(new Float32Array(16).fill(PATTERN).buffer);
         const weights = reply.weights.subarray(0, 64);
