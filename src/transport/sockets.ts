@@ -36,6 +36,8 @@ export type SecurityLog = (event: string, fields: Record<string, unknown>) => vo
 let curve: CurveKeys | null = null;
 let log: SecurityLog = () => undefined;
 const zaps = new Map<Context, Promise<ZapHandler>>();
+/** the handlers of `zaps` that are up, for their counters */
+const settled = new Map<Context, ZapHandler>();
 const counts = { handshakeFailed: 0, closedZapAllowed: 0, closedZapDenied: 0 };
 /** the last handshake failure each connecting socket saw, for the error that names its peer */
 const clientFailures = new WeakMap<Socket, string>();
@@ -87,8 +89,6 @@ export function securityStats(): SecurityStats {
   return { zapAllowed: allowed, zapDenied: denied, handshakeFailed: counts.handshakeFailed };
 }
 
-const settled = new Map<Context, ZapHandler>();
-
 /**
  * For an error about a peer that never showed up: how many clients this process's CURVE sockets
  * refused, which is the likely reason ("" when none or CURVE is off).
@@ -97,7 +97,7 @@ export function refusalHint(): string {
   if (!curve) return "";
   const s = securityStats();
   const parts: string[] = [];
-  if (s.zapDenied > 0) parts.push(`${s.zapDenied} with a key not on the allowlist`);
+  if (s.zapDenied > 0) parts.push(`${s.zapDenied} refused by the allowlist (a key not listed, or listed for a role this socket does not admit)`);
   if (s.handshakeFailed > 0) parts.push(`${s.handshakeFailed} failed CURVE handshakes (no or wrong keys)`);
   return parts.length ? ` (CURVE refused connections here: ${parts.join(", ")}; see the log)` : "";
 }
@@ -110,10 +110,16 @@ function zapFor(ctx: Context): Promise<ZapHandler> {
     const handler = new ZapHandler(ctx === defaultContext ? undefined : ctx, keys.allowlist, admitsOf, (d: ZapDenial) =>
       logRefusal(`zap ${d.domain} ${d.client}`, "CURVE client denied", { address: d.address || undefined, socket: d.domain, client: d.client, reason: d.reason }),
     );
-    p = handler.start().then(() => {
-      settled.set(ctx, handler);
-      return handler;
-    });
+    p = handler.start().then(
+      () => {
+        settled.set(ctx, handler);
+        return handler;
+      },
+      (err: unknown) => {
+        zaps.delete(ctx); // the next binding socket tries again
+        throw err;
+      },
+    );
     zaps.set(ctx, p);
   }
   return p;

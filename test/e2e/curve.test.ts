@@ -102,7 +102,7 @@ describe("ps-train keys and --curve-keys (real processes)", function () {
     const out = join(tempDir(), "run");
     const r = cli([...TRAIN, "--workers", "1", "--servers", "1", "--timeout-ms", "4000", "--curve-keys", keys, "--out", out]);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr.trim().split("\n").pop()!, /no HELLO within 4000 ms from worker 0 \(CURVE refused connections here: \d+ with a key not on the allowlist/);
+    assert.match(r.stderr.trim().split("\n").pop()!, /no HELLO within 4000 ms from worker 0 \(CURVE refused connections here: \d+ refused by the allowlist/);
     assert.match(r.stderr, /"msg":"CURVE client denied"/, "the coordinator logs the denial");
   });
 
