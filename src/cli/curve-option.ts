@@ -8,7 +8,7 @@ export const CURVE_KEYS_DESCRIBE =
 
 /** Declares --curve-keys on a command. */
 export function curveKeysOption<T>(y: Argv<T>): Argv<T> {
-  return y.option("curve-keys", { type: "string", requiresArg: true, describe: CURVE_KEYS_DESCRIBE, defaultDescription: `$${CURVE_KEYS_ENV} or off` });
+  return y.option("curve-keys", { type: "string", requiresArg: true, describe: CURVE_KEYS_DESCRIBE, defaultDescription: `$${CURVE_KEYS_ENV} or off` }).group(["curve-keys"], "Security:");
 }
 
 /**

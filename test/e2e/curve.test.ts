@@ -94,6 +94,20 @@ describe("ps-train keys and --curve-keys (real processes)", function () {
     assert.equal((roleLogs(out).match(/"msg":"CURVE on"/g) ?? []).length, 3);
   });
 
+  it("experiment --curve-keys runs every run of the grid with CURVE; with --redis it is refused (the agents hold the keys)", () => {
+    const keys = join(tempDir(), "keys");
+    generate(keys);
+    const out = join(tempDir(), "exp");
+    const r = cli(["experiment", "--grid", "workers=1,2", ...TRAIN, "--max-steps", "10", "--curve-keys", keys, "--out", out]);
+    assert.equal(r.code, 0, r.stderr);
+    const runs = readdirSync(join(out, "runs"));
+    assert.equal(runs.length, 2);
+    for (const run of runs) assert.equal((JSON.parse(readFileSync(join(out, "runs", run, "config.json"), "utf8")) as { cluster: { security: string } }).cluster.security, "curve", run);
+    const c = cli(["experiment", "--grid", "workers=1", ...TRAIN, "--curve-keys", keys, "--redis", "redis://127.0.0.1:1", "--out", join(tempDir(), "exp")]);
+    assert.equal(c.code, 2, c.stderr);
+    assert.match(oneLine(c.stderr), /--curve-keys: cluster jobs use the agents' keys/);
+  });
+
   it("a run whose allowlist lacks the workers' key fails within its deadline, naming who is missing", () => {
     const keys = join(tempDir(), "keys");
     generate(keys);
