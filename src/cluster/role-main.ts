@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { runServer } from "../ps/server-main.js";
 import { MsgType } from "../transport/header.js";
-import { enableCurveFromEnv } from "../transport/sockets.js";
+import { curveKeys, enableCurveFromEnv, securityStats } from "../transport/sockets.js";
 import { errorLine, PsError } from "../util/errors.js";
 import { runWorker } from "../worker/worker-main.js";
 import { ControlClient } from "./control-client.js";
@@ -57,7 +57,8 @@ async function main(): Promise<number> {
       // Stay until the coordinator has read our results and says STOP.
       await control.next([MsgType.STOP], cfg.config.timeoutMs * 4, "STOP");
     }
-    log.info("finished");
+    // With CURVE: what this process's sockets let in and refused, for the operator.
+    log.info(curveKeys() ? { security: securityStats() } : {}, "finished");
     control.close();
     return 0;
   } catch (err) {

@@ -69,13 +69,19 @@ describe("ps-train keys and --curve-keys (real processes)", function () {
     const keys = join(tempDir(), "keys");
     generate(keys);
     const out = join(tempDir(), "run");
-    const r = cli([...TRAIN, "--mode", "sync", "--workers", "2", "--servers", "2", "--curve-keys", keys, "--out", out]);
+    const r = cli([...TRAIN, "--mode", "sync", "--workers", "2", "--servers", "2", "--curve-keys", keys, "--out", out, "--log-level", "info"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /test accuracy/);
     const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as { cluster: { security: string } };
     assert.equal(config.cluster.security, "curve");
     const logs = roleLogs(out);
     assert.equal((logs.match(/"msg":"CURVE on"/g) ?? []).length, 4, "two shards and two workers turned CURVE on");
+    // Each shard's ZAP handler let in its two workers and the coordinator, and refused nothing.
+    for (const k of [0, 1]) {
+      const line = readFileSync(join(out, "logs", `server-${k}.log`), "utf8").split("\n").find((l) => l.includes('"msg":"finished"'));
+      const sec = (JSON.parse(line ?? "{}") as { security?: { zapAllowed: number; zapDenied: number; handshakeFailed: number } }).security;
+      assert.ok(sec && sec.zapAllowed >= 3 && sec.zapDenied === 0 && sec.handshakeFailed === 0, `server ${k}: ${line}`);
+    }
     const everything = [readFileSync(join(out, "config.json"), "utf8"), readFileSync(join(out, "summary.json"), "utf8"), logs, r.stdout, r.stderr].join("\n");
     for (const role of ["coordinator", "server", "worker"]) {
       const secret = readFileSync(join(keys, `${role}.secret`), "utf8").trim();
