@@ -201,6 +201,28 @@ describe("CURVE security of the ZeroMQ sockets", function () {
     }
   });
 
+  it("refusals are all counted, but a client that keeps coming back is logged once, not once per attempt", async () => {
+    const lines: { event: string; fields: Record<string, unknown> }[] = [];
+    await enableCurve(loadCurveKeys(dir, "server"), (event, fields) => lines.push({ event, fields }));
+    const s = await startShard();
+    const pair = curveKeyPair();
+    const serverKey = loadCurveKeys(dir, "server").serverKeys.server;
+    const rogues = Array.from({ length: 5 }, () => new Dealer({ linger: 0, curveServerKey: serverKey, curvePublicKey: pair.publicKey, curveSecretKey: pair.secretKey }));
+    try {
+      const before = securityStats().zapDenied;
+      for (const r of rogues) r.connect(s.endpoint);
+      await until("five denials counted", () => securityStats().zapDenied >= before + 5);
+      const denied = lines.filter((l) => l.event === "CURVE client denied");
+      assert.equal(denied.length, 1, JSON.stringify(lines));
+      assert.equal(denied[0]!.fields["client"], pair.publicKey);
+      assert.match(String(denied[0]!.fields["reason"]), /not on the allowlist/);
+      assert.ok(!JSON.stringify(lines).includes(pair.secretKey) && !JSON.stringify(lines).includes(loadCurveKeys(dir, "server").secretKey), "no secret key in a log line");
+    } finally {
+      for (const r of rogues) r.close();
+      await s.close();
+    }
+  });
+
   it("a worker that expects another server key names the shard and the failed handshake in its timeout", async () => {
     await as("server");
     const s = await startShard();
