@@ -34,22 +34,28 @@
  * IPC channel. Every wait of the driver has a deadline; a child that dies, fails or stays silent
  * ends the bench with an error naming it; children exit when the driver goes away, and the
  * driver kills them all on exit, SIGINT, SIGTERM and SIGHUP.
+ * --curve off|on|both measures with CURVE on every socket as well (keys from --curve-keys DIR, or
+ * fresh ones in a temporary folder): the cost of encryption, in docs/security.md.
  * Node/V8 flags for the children (e.g. --cpu-prof) go in PS_TRAIN_NODE_ARGS, as for ps-train;
  * extra glibc settings (e.g. MALLOC_ARENA_MAX=1) pass through the environment.
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import { parseArgs } from "node:util";
-import { Router } from "zeromq";
 import { TUNED_MALLOC_ENV } from "../src/cluster/local-launcher.js";
 import { DEFAULTS, type OptimizerConfig, type TransportName } from "../src/config/train-config.js";
 import { createMode } from "../src/modes/index.js";
 import { type KeyRange, partitionKeys } from "../src/ps/key-range.js";
 import { serveShard } from "../src/ps/server-main.js";
 import { ServerShard } from "../src/ps/server-shard.js";
+import { CURVE_KEYS_ENV, generateCurveKeys, loadCurveKeys } from "../src/transport/curve-keys.js";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
+import { bindSocket, enableCurveFromEnv, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js";
 import { machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
 
@@ -184,8 +190,8 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
       return out;
     };
     // The options of the ps-train server process (src/ps/server-main.ts).
-    const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
-    await router.bind(bindAddress(transport, tag, `server-${shard}-${m.cell}`));
+    const router = newBoundRouter(`bench shard ${shard}`, { linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false });
+    await bindSocket(router, bindAddress(transport, tag, `server-${shard}-${m.cell}`));
     const endpoint = router.lastEndpoint;
     if (!endpoint) throw new Error("the bound ROUTER reports no endpoint");
     let stopping = false;
@@ -279,6 +285,8 @@ async function child(): Promise<void> {
     w?.();
   });
   try {
+    // --curve on: the driver hands the key folder down as PS_TRAIN_CURVE_KEYS, as ps-train does.
+    await enableCurveFromEnv(values.role === "server" ? "server" : "worker");
     if (values.role === "server") await serverRole(Number(values.rank), Number(values.workers), values.transport as TransportName, values.tag ?? "bench");
     else if (values.role === "worker") await workerRole(Number(values.rank));
     else throw new Error(`unknown --role ${values.role}`);
@@ -305,6 +313,8 @@ interface GroupSpec {
   malloc: Malloc;
   workers: number;
   shards: number;
+  /** the folder of CURVE keys, or null: no CURVE */
+  curveKeys: string | null;
 }
 
 interface Cell {
@@ -336,6 +346,8 @@ class Group {
     this.failed.catch(() => undefined);
     for (const k of Object.keys(TUNED_MALLOC_ENV)) delete this.env[k];
     if (spec.malloc === "tuned") Object.assign(this.env, TUNED_MALLOC_ENV);
+    delete this.env[CURVE_KEYS_ENV];
+    if (spec.curveKeys !== null) this.env[CURVE_KEYS_ENV] = spec.curveKeys;
     if (spec.transport === "ipc") ipcTag = this.tag;
     const common = ["--workers", String(spec.workers), "--transport", spec.transport, "--tag", this.tag];
     this.servers = Array.from({ length: spec.shards }, (_, k) => this.start(`server shard ${k}`, ["--role", "server", "--rank", String(k), ...common]));
@@ -469,8 +481,9 @@ class Group {
       bench: "ps_round",
       impl: `ps-train-zmq ${this.spec.transport}`,
       // summarize.py appends `variant` to the name in its table
-      variant: `K=${k}`,
+      variant: `K=${k}${this.spec.curveKeys !== null ? " curve" : ""}`,
       malloc: this.spec.malloc,
+      curve: this.spec.curveKeys !== null,
       ...(extra ? { malloc_extra: extra } : {}),
       n,
       shards: k,
@@ -539,7 +552,7 @@ function itersFor(warmLatencies: number[], cell: Cell, workers: number): number 
 const USAGE = `usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4]
                           [--transports tcp,ipc] [--malloc tuned|default|both]
                           [--seconds 0.6 | --iters N] [--warmup auto|N] [--max-foreign 0.15]
-                          [--quick] [--verbose]
+                          [--curve off|on|both] [--curve-keys DIR] [--quick] [--verbose]
 `;
 
 async function driver(): Promise<void> {
@@ -550,6 +563,8 @@ async function driver(): Promise<void> {
       shards: { type: "string", default: "1,2,4" },
       transports: { type: "string", default: "tcp,ipc" },
       malloc: { type: "string", default: "tuned" },
+      curve: { type: "string", default: "off" },
+      "curve-keys": { type: "string" },
       iters: { type: "string" },
       seconds: { type: "string", default: "0.6" },
       warmup: { type: "string", default: "auto" },
@@ -571,6 +586,15 @@ async function driver(): Promise<void> {
   const m = values.malloc;
   if (m !== "tuned" && m !== "default" && m !== "both") throw new Error(`--malloc: ${m} is not tuned, default or both`);
   const mallocs: Malloc[] = m === "both" ? ["tuned", "default"] : [m];
+  const c = values.curve;
+  if (c !== "off" && c !== "on" && c !== "both") throw new Error(`--curve: ${c} is not off, on or both`);
+  let keyDir: string | null = null;
+  if (c !== "off") {
+    keyDir = values["curve-keys"] ?? join(mkdtempSync(join(tmpdir(), "bench-ps-keys-")), "keys");
+    if (values["curve-keys"] === undefined) generateCurveKeys(keyDir, false);
+    for (const role of ["server", "worker"] as const) loadCurveKeys(keyDir, role);
+  }
+  const curves: (string | null)[] = c === "both" ? [null, keyDir] : [keyDir];
   const fixedWarmup = values.warmup === "auto" ? undefined : Number(values.warmup);
   if (fixedWarmup !== undefined && (!Number.isInteger(fixedWarmup) || fixedWarmup < 1))
     throw new Error("--warmup must be auto or an integer >= 1 (the first timed round's period needs a round before it)");
@@ -580,21 +604,22 @@ async function driver(): Promise<void> {
   const maxForeign = Number(values["max-foreign"]);
   if (!(maxForeign >= 0)) throw new Error("--max-foreign must be a fraction of the machine, >= 0 (0: never measure again)");
 
-  const total = mallocs.length * transports.length * workers.length * shards.length * sizes.length;
+  const total = curves.length * mallocs.length * transports.length * workers.length * shards.length * sizes.length;
   let i = 0;
   const t0 = performance.now();
+  for (const curveKeys of curves)
   for (const malloc of mallocs)
     for (const transport of transports as TransportName[])
       for (const n of workers)
         for (const k of shards) {
-          const spec: GroupSpec = { transport, malloc, workers: n, shards: k };
+          const spec: GroupSpec = { transport, malloc, workers: n, shards: k, curveKeys };
           const group = new Group(spec);
           let done = false;
           try {
             for (const sizeBytes of sizes) {
               const warmup = fixedWarmup ?? warmupFor(sizeBytes);
               i++;
-              process.stderr.write(`bench-ps: [${i}/${total}] ${transport} malloc=${malloc} N=${n} K=${k} size=${sizeBytes} rounds=${warmup}+${iters ?? `~${seconds} s`}\n`);
+              process.stderr.write(`bench-ps: [${i}/${total}] ${transport}${curveKeys !== null ? " curve" : ""} malloc=${malloc} N=${n} K=${k} size=${sizeBytes} rounds=${warmup}+${iters ?? `~${seconds} s`}\n`);
               const cell: Cell = { sizeBytes, iters, seconds, warmup, verbose: values.verbose };
               let line = await group.measure(cell);
               // Another process took a share of the 2 cores: wait for quiet and measure again (twice at most).

@@ -1,4 +1,5 @@
-import { Context, Pull, Push } from "zeromq";
+import type { Context, Pull, Push } from "zeromq";
+import { bindSocket, closeContextSecurity, newBoundPull, newContext, newPush } from "../transport/sockets.js";
 import { WireError } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { ReceiveCollector, YOUNG_GC_BYTES } from "../transport/young-gc.js";
@@ -119,8 +120,8 @@ export class PeerGroup {
     this.socketBufferBytes = opts.socketBufferBytes ?? 0;
     this.collector = new ReceiveCollector(opts.youngGcBytes ?? DEFAULT_YOUNG_GC_BYTES);
     const io = opts.ioThreads ?? DEFAULT_IO_THREADS;
-    this.context = io > 0 ? new Context({ ioThreads: io }) : undefined;
-    this.pull = new Pull({
+    this.context = io > 0 ? newContext(io) : undefined;
+    this.pull = newBoundPull(`allreduce rank ${opts.rank}`, {
       ...(this.context ? { context: this.context } : {}),
       linger: 0,
       receiveHighWaterMark: 0,
@@ -133,7 +134,7 @@ export class PeerGroup {
 
   /** Bind the receiving socket (`tcp://host:*` binds an ephemeral port); returns the endpoint peers connect to. */
   async bind(address: string): Promise<string> {
-    await this.pull.bind(address);
+    await bindSocket(this.pull, address);
     this.endpoint = this.pull.lastEndpoint ?? address;
     void this.receiveLoop();
     return this.endpoint;
@@ -146,7 +147,7 @@ export class PeerGroup {
       if (r === this.rank) return;
       // linger: what was sent before close() still goes out (the last collective's messages).
       const buffers = this.socketBufferBytes > 0 ? { sendBufferSize: this.socketBufferBytes } : {};
-      const push = new Push({ ...(this.context ? { context: this.context } : {}), linger: this.timeoutMs, sendTimeout: this.timeoutMs, sendHighWaterMark: 0, ...buffers });
+      const push = newPush("worker", { ...(this.context ? { context: this.context } : {}), linger: this.timeoutMs, sendTimeout: this.timeoutMs, sendHighWaterMark: 0, ...buffers });
       push.events.on("disconnect", () => this.peerGone(r));
       push.connect(ep);
       this.pushes[r] = push;
@@ -372,6 +373,7 @@ export class PeerGroup {
     this.waiter?.reject(new Error(`rank ${this.rank}: peer group closed`));
     for (const p of this.pushes) p?.close();
     this.pull.close();
+    if (this.context) void closeContextSecurity(this.context);
   }
 }
 

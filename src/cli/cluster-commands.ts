@@ -8,7 +8,9 @@ import type { Argv } from "yargs";
 import type { TrainConfig } from "../config/train-config.js";
 import { prepareRun } from "../cluster/train-run.js";
 import { Agent, type AgentOptions, defaultAgentName, defaultCpus } from "../cluster/redis/agent.js";
-import { checkRedisUrl, DEFAULT_REDIS_URL } from "../cluster/redis/connection.js";
+import { checkRedisUrl, DEFAULT_REDIS_URL, REDIS_PASSWORD_ENV, redisAuth } from "../cluster/redis/connection.js";
+import { applyCurveKeys } from "./curve-option.js";
+import { applyRedisSecurity, redisSecurityOptions } from "./redis-security-option.js";
 import { JobClient } from "../cluster/redis/job-client.js";
 import { gangTasks, type JobRecord, type TaskRole } from "../cluster/redis/job-record.js";
 import { Scheduler, type SchedulerOptions } from "../cluster/redis/scheduler.js";
@@ -115,6 +117,8 @@ function rolesArg(argv: Record<string, unknown>): TaskRole[] {
 
 function connectionArgs(argv: Record<string, unknown>, env: NodeJS.ProcessEnv): ConnectionArgs {
   const redis = checkRedisUrl(strArg(argv, "redis", env["PS_TRAIN_REDIS"] || DEFAULT_REDIS_URL));
+  applyRedisSecurity(argv, env);
+  redisAuth(redis, env); // a password file or CA that cannot be read: one line, exit 2, before connecting
   const prefix = strArg(argv, "prefix", env["PS_TRAIN_PREFIX"] || "ps-train");
   if (!/^[A-Za-z0-9._:-]{1,64}$/.test(prefix)) throw badOption(`--prefix must be 1-64 letters, digits, '.', '_', ':' or '-' (got ${JSON.stringify(prefix)})`);
   return { redis, prefix, connectTimeoutMs: intArg(argv, "connect-timeout-ms", 1, 10_000) };
@@ -127,8 +131,8 @@ function logLevelArg(argv: Record<string, unknown>): string {
 }
 
 function connectionOptions<T>(y: Argv<T>): Argv<T> {
-  return y
-    .option("redis", { type: "string", requiresArg: true, describe: "Redis URL (password: in the URL or REDIS_PASSWORD)", defaultDescription: `$PS_TRAIN_REDIS or ${DEFAULT_REDIS_URL}` })
+  return redisSecurityOptions(y)
+    .option("redis", { type: "string", requiresArg: true, describe: `Redis URL, redis:// or rediss:// (TLS); password: --redis-password-file, $${REDIS_PASSWORD_ENV} or in the URL`, defaultDescription: `$PS_TRAIN_REDIS or ${DEFAULT_REDIS_URL}` })
     .option("prefix", { type: "string", requiresArg: true, describe: "Key prefix of this cluster in Redis", defaultDescription: "$PS_TRAIN_PREFIX or ps-train" })
     .option("connect-timeout-ms", { type: "string", requiresArg: true, describe: "Give up reaching Redis after this many ms", defaultDescription: "10000" });
 }
@@ -180,9 +184,12 @@ export function addClusterCommands<T>(y: Argv<T>, handlers: ClusterHandlers, env
           .option("gpus", { type: "string", requiresArg: true, describe: "GPUs this agent offers; workers prefer agents with GPUs", defaultDescription: "0" })
           .option("roles", { type: "string", requiresArg: true, describe: "Tasks this agent accepts: a comma list of coordinator, server, worker", defaultDescription: "all three" })
           .option("runs-dir", { type: "string", requiresArg: true, describe: "Where run directories and task logs are written on this machine", defaultDescription: "runs/cluster" })
-          .option("heartbeat-ms", { type: "string", requiresArg: true, describe: "Interval between heartbeats (keep well below the scheduler's --agent-ttl-ms)", defaultDescription: "1000" }),
+          .option("heartbeat-ms", { type: "string", requiresArg: true, describe: "Interval between heartbeats (keep well below the scheduler's --agent-ttl-ms)", defaultDescription: "1000" })
+          .option("curve-keys", { type: "string", requiresArg: true, describe: "CURVE keys for every socket of the tasks this agent runs (a folder from ps-train keys generate; give every agent of the pool the same keys)", defaultDescription: "$PS_TRAIN_CURVE_KEYS or off" }),
       async (argv) => {
         const a = argv as Record<string, unknown>;
+        // The role processes it starts inherit the folder's path (PS_TRAIN_CURVE_KEYS), never a key.
+        applyCurveKeys(a, env, rolesArg(a));
         const host = strArg(a, "host", env["PS_TRAIN_BIND_HOST"] || "127.0.0.1");
         if (!/^[A-Za-z0-9.:-]+$/.test(host)) throw badOption(`--host must be an IP address or host name (got ${JSON.stringify(host)})`);
         await handlers.agent({

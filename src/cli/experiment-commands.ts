@@ -11,6 +11,8 @@ import { writeReport } from "../experiment/report.js";
 import { type ClusterTarget, runGrid } from "../experiment/run-grid.js";
 import { checkRedisUrl } from "../cluster/redis/connection.js";
 import { badOption, PsError } from "../util/errors.js";
+import { CURVE_ROLES } from "../transport/curve-keys.js";
+import { applyCurveKeys, curveKeysOption } from "./curve-option.js";
 import { TRAIN_OPTIONS, trainOptions } from "./options.js";
 
 const TRAIN_NAMES = new Set<string>(TRAIN_OPTIONS.flatMap((o) => [o.flag, o.key]));
@@ -101,7 +103,7 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
       "experiment [file]",
       "Run a grid of training runs (every combination of the --grid values, --seeds times) into --out, with results.csv and report.md",
       (c) =>
-        trainOptions(c)
+        curveKeysOption(trainOptions(c))
           .positional("file", { type: "string", describe: "An experiment file (.yaml/.json) with base:, grid: and seeds:" })
           .option("grid", { type: "string", array: true, describe: "An axis NAME=V1,V2,... (any training option; repeat for more axes)" })
           .option("seeds", { type: "string", requiresArg: true, describe: "Runs per combination, with seeds --seed, --seed+1, ...", defaultDescription: "1" })
@@ -126,6 +128,9 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
         }
         const base = { ...file.base, ...flags, ...(a["config"] !== undefined ? { config: a["config"] } : {}) };
         const cells = withFileLine(typeof a["file"] === "string" ? a["file"] : "", file.lines, () => expandGrid(base, axes, seeds));
+        if (a["redis"] !== undefined && a["curve-keys"] !== undefined) throw badOption("--curve-keys: cluster jobs use the agents' keys (ps-train agent --curve-keys DIR); leave it out with --redis");
+        // Local runs: every run of the grid with CURVE (the runs' processes inherit the folder's path).
+        if (a["redis"] === undefined) applyCurveKeys(a, process.env, CURVE_ROLES);
         process.stderr.write(`experiment: ${cells.length} runs (${axes.map((x) => `${x.flag} × ${x.values.length}`).join(", ") || "no axes"}, ${seeds} seed${seeds > 1 ? "s" : ""}) into ${out}\n`);
         let cluster: ClusterTarget | null = null;
         if (a["redis"] !== undefined) {

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import type { TrainConfig } from "../config/train-config.js";
 import { prepareRun, runLocal, type Summary } from "../cluster/train-run.js";
+import { enableCurveFromEnv } from "../transport/sockets.js";
 import { errorLine, PsError } from "../util/errors.js";
 import { addClusterCommands, clusterHandlers } from "./cluster-commands.js";
 import { addExperimentCommands } from "./experiment-commands.js";
+import { addKeysCommands } from "./keys-command.js";
 import { makeLogger } from "./logger.js";
 import { buildParser } from "./options.js";
 import { ProgressBar } from "./progress-bar.js";
@@ -11,6 +13,8 @@ import { summaryLine } from "./summary-line.js";
 
 async function train(config: TrainConfig): Promise<void> {
   const log = makeLogger(config.logLevel);
+  // --curve-keys: this process is the coordinator; refused peers are worth a warning.
+  await enableCurveFromEnv("coordinator", (msg, fields) => log.warn(fields, msg));
   const prep = await prepareRun(config);
   const showBar = config.progress === "on" || (config.progress === "auto" && process.stderr.isTTY === true);
   const bar = showBar ? new ProgressBar(process.stderr) : null;
@@ -49,7 +53,7 @@ async function train(config: TrainConfig): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   try {
-    await addExperimentCommands(addClusterCommands(buildParser(argv, { train }), clusterHandlers)).parseAsync();
+    await addKeysCommands(addExperimentCommands(addClusterCommands(buildParser(argv, { train }), clusterHandlers))).parseAsync();
     return 0;
   } catch (err) {
     process.stderr.write(errorLine(err) + "\n");

@@ -29,8 +29,10 @@ import {
   type TrainConfig,
   WORKER_FAILURE_POLICIES,
 } from "../config/train-config.js";
+import { CURVE_ROLES } from "../transport/curve-keys.js";
 import { PsError, badOption } from "../util/errors.js";
 import { resumeConfig } from "./resume-config.js";
+import { applyCurveKeys, curveKeysOption } from "./curve-option.js";
 
 /** Prefix of the environment variables: `--batch-size` is PS_TRAIN_BATCH_SIZE. */
 export const ENV_PREFIX = "PS_TRAIN_";
@@ -949,9 +951,10 @@ export function buildParser(args: readonly string[], hooks: CliHooks = {}): Argv
     .command(
       ["train", "$0"],
       "Train a model on a local parameter-server cluster (the default command)",
-      (y) => trainOptions(y),
+      (y) => curveKeysOption(trainOptions(y)),
       async (argv) => {
         const config = resolveTrainConfig(argv, env);
+        applyCurveKeys(argv, env, CURVE_ROLES);
         if (hooks.train !== undefined) await hooks.train(config);
       },
     )

@@ -1,4 +1,5 @@
-import { Dealer } from "zeromq";
+import type { Dealer } from "zeromq";
+import { handshakeProblem, newDealer } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
 import { decodeHeader, DType, type Header, MsgType, typeName } from "../transport/header.js";
@@ -33,7 +34,7 @@ export class ControlClient {
     readonly rank: number,
     private readonly timeoutMs: number,
   ) {
-    this.socket = new Dealer({ linger: 2000, sendTimeout: timeoutMs });
+    this.socket = newDealer("coordinator", { linger: 2000, sendTimeout: timeoutMs });
     this.socket.connect(endpoint);
     void this.receiveLoop();
   }
@@ -68,7 +69,7 @@ export class ControlClient {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new PsError(ErrorCode.TIMEOUT, `${this.role} ${this.rank}: no ${what} from the coordinator at ${this.endpoint} within ${timeoutMs} ms`);
+      if (remaining <= 0) throw new PsError(ErrorCode.TIMEOUT, `${this.role} ${this.rank}: no ${what} from the coordinator at ${this.endpoint} within ${timeoutMs} ms${handshakeProblem(this.socket) ? ` (${handshakeProblem(this.socket)})` : ""}`);
       const m = await new Promise<ControlMessage | Error | null>((resolve) => {
         const timer = setTimeout(() => {
           this.waiters = this.waiters.filter((w) => w !== waiter);

@@ -1,4 +1,5 @@
-import { Router } from "zeromq";
+import type { Router } from "zeromq";
+import { bindSocket, newBoundRouter, refusalHint } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
 import { decodeHeader, DType, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
@@ -56,7 +57,7 @@ export class Coordinator {
     /** the largest frame a role process may send (0: no limit); a larger one drops its connection */
     maxMessageBytes = 0,
   ) {
-    this.router = new Router({ linger: 0, mandatory: false, ...(maxMessageBytes > 0 ? { maxMessageSize: maxMessageBytes } : {}) });
+    this.router = newBoundRouter("coordinator", { linger: 0, mandatory: false, ...(maxMessageBytes > 0 ? { maxMessageSize: maxMessageBytes } : {}) });
     this.failure = new Promise<never>((_, reject) => {
       this.failWith = reject;
     });
@@ -64,7 +65,7 @@ export class Coordinator {
   }
 
   async bind(address: string): Promise<string> {
-    await this.router.bind(address);
+    await bindSocket(this.router, address);
     this.endpoint = this.router.lastEndpoint ?? address;
     void this.receiveLoop();
     return this.endpoint;
@@ -157,7 +158,7 @@ export class Coordinator {
           const [role, rank] = k.split(":");
           return peerName(role as Role, Number(rank));
         });
-        throw new PsError(ErrorCode.TIMEOUT, `no ${typeName(type)} within ${timeoutMs} ms from ${names.join(", ") || "?"}`);
+        throw new PsError(ErrorCode.TIMEOUT, `no ${typeName(type)} within ${timeoutMs} ms from ${names.join(", ") || "?"}${refusalHint()}`);
       }
       each(ev);
       got++;

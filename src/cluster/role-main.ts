@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { runServer } from "../ps/server-main.js";
 import { MsgType } from "../transport/header.js";
+import { curveKeys, enableCurveFromEnv, securityStats } from "../transport/sockets.js";
 import { errorLine, PsError } from "../util/errors.js";
 import { runWorker } from "../worker/worker-main.js";
 import { ControlClient } from "./control-client.js";
@@ -30,9 +31,16 @@ async function main(): Promise<number> {
     process.stderr.write("role-main: usage: --role server|worker --rank N --coordinator ENDPOINT [--timeout-ms MS]\n");
     return 2;
   }
-  const control = new ControlClient(values.coordinator, role, rank, timeoutMs);
   // JSON lines on stderr, which the launcher sends to runs/<id>/logs/<role>-<rank>.log.
   let log = pino({ base: { role, rank, pid: process.pid } }, pino.destination({ dest: 2, sync: true }));
+  // PS_TRAIN_CURVE_KEYS (a path, inherited from the launcher or agent): CURVE on every socket.
+  try {
+    if (await enableCurveFromEnv(role, (msg, fields) => log.warn(fields, msg))) log.info("CURVE on");
+  } catch (err) {
+    process.stderr.write(`${errorLine(err)}\n`);
+    return 2;
+  }
+  const control = new ControlClient(values.coordinator, role, rank, timeoutMs);
   // The coordinator going away must end this process, not leave it behind.
   process.on("disconnect", () => process.exit(3));
   try {
@@ -49,7 +57,8 @@ async function main(): Promise<number> {
       // Stay until the coordinator has read our results and says STOP.
       await control.next([MsgType.STOP], cfg.config.timeoutMs * 4, "STOP");
     }
-    log.info("finished");
+    // With CURVE: what this process's sockets let in and refused, for the operator.
+    log.info(curveKeys() ? { security: securityStats() } : {}, "finished");
     control.close();
     return 0;
   } catch (err) {

@@ -16,6 +16,7 @@ import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import type { PeerClient, Reply } from "../transport/peer-client.js";
 import { ShardPeer } from "../transport/shard-peer.js";
+import { enableCurveFromEnv } from "../transport/sockets.js";
 import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
@@ -173,6 +174,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const totalSteps = prep.stepsPerWorker;
   const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
 
+  // --curve-keys: CURVE on every socket of the run, this process as the coordinator (docs/security.md).
+  const curve = await enableCurveFromEnv("coordinator", (msg, fields) => log(msg, fields));
   // The largest control frame is a copy of the weights (allreduce SNAPSHOT and DONE).
   const coordinator = new Coordinator(runId, cfg.timeoutMs, model.size * 4 + 1024 * 1024);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
@@ -268,7 +271,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       versions: { psTrain: PKG_VERSION, node: process.version },
       paramCount: model.size,
       stepsPerWorker: totalSteps,
-      cluster: { coordinator: endpoint, servers: map.servers, ...(map.peers ? { peers: map.peers } : {}), processes: launcher.pids() },
+      cluster: { coordinator: endpoint, servers: map.servers, ...(map.peers ? { peers: map.peers } : {}), processes: launcher.pids(), security: curve ? "curve" : "none" },
     });
     if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
     const readyWorkers = new Set<number>();

@@ -1,9 +1,10 @@
-import { Router } from "zeromq";
+import type { Router } from "zeromq";
 import type { ControlClient } from "../cluster/control-client.js";
 import { heartbeatTimeoutOf } from "../config/train-config.js";
 import type { ConfigMsg, ReadyMsg } from "../cluster/messages.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
+import { bindSocket, newBoundRouter } from "../transport/sockets.js";
 import { f32View } from "../transport/frames.js";
 import { processCollector } from "../transport/young-gc.js";
 import { encodeHeader, MsgType } from "../transport/header.js";
@@ -58,9 +59,9 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
 
   // Bounded queues, and no frame larger than this shard's range plus slack for JSON bodies: a
   // peer that sends more is disconnected by libzmq before the frame is allocated.
-  const router = new Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false, maxMessageSize: maxShardFrameBytes(range) });
+  const router = newBoundRouter(`server shard ${shardIndex}`, { linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 1000, mandatory: false, maxMessageSize: maxShardFrameBytes(range) });
   // A restarted shard binds its predecessor's endpoint, so that every DEALER reconnects by itself.
-  await router.bind(restore?.endpoint ?? bindAddress(cfg.transport, cfgMsg.runTag, `server-${shardIndex}`));
+  await bindSocket(router, restore?.endpoint ?? bindAddress(cfg.transport, cfgMsg.runTag, `server-${shardIndex}`));
   const endpoint = router.lastEndpoint;
   if (!endpoint) throw new Error(`server ${shardIndex}: bound socket reports no endpoint`);
 

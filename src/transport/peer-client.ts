@@ -1,4 +1,6 @@
-import { Dealer } from "zeromq";
+import type { Dealer } from "zeromq";
+import type { CurveRole } from "./curve-keys.js";
+import { handshakeProblem, newDealer } from "./sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { processCollector } from "./young-gc.js";
 import { decodeHeader, encodeHeader, type Header, HEADER_BYTES, MsgType, typeName } from "./header.js";
@@ -39,8 +41,10 @@ export class PeerClient {
     readonly peerName: string,
     readonly endpoint: string,
     private readonly timeoutMs: number,
+    /** the role that bound the peer's socket: with CURVE, whose public key to expect */
+    peerRole: CurveRole = "server",
   ) {
-    this.socket = new Dealer({ linger: 0, receiveTimeout: timeoutMs, sendTimeout: timeoutMs });
+    this.socket = newDealer(peerRole, { linger: 0, receiveTimeout: timeoutMs, sendTimeout: timeoutMs });
     this.socket.connect(endpoint);
   }
 
@@ -111,14 +115,20 @@ export class PeerClient {
   private timeout(header: Header, ms: number): PsError {
     return new PsError(
       ErrorCode.TIMEOUT,
-      `no reply from ${this.peerName} at ${this.endpoint} to ${typeName(header.type)} (clock ${header.clock}) within ${ms} ms`,
+      `no reply from ${this.peerName} at ${this.endpoint} to ${typeName(header.type)} (clock ${header.clock}) within ${ms} ms${this.why()}`,
     );
+  }
+
+  /** a CURVE handshake failure explains a silence better than the timeout does */
+  private why(): string {
+    const p = handshakeProblem(this.socket);
+    return p ? ` (${p})` : "";
   }
 
   private transportError(header: Header, err: unknown, op: string, ms?: number): Error {
     const code = (err as { code?: string }).code;
     if (code === "EAGAIN" && ms !== undefined) return this.timeout(header, ms);
-    if (code === "EAGAIN") return new PsError(ErrorCode.TIMEOUT, `could not ${op} ${typeName(header.type)} to ${this.peerName} at ${this.endpoint} within ${this.timeoutMs} ms`);
+    if (code === "EAGAIN") return new PsError(ErrorCode.TIMEOUT, `could not ${op} ${typeName(header.type)} to ${this.peerName} at ${this.endpoint} within ${this.timeoutMs} ms${this.why()}`);
     const msg = err instanceof Error ? err.message : String(err);
     return new PsError(ErrorCode.PEER_LOST, `${op} ${typeName(header.type)} to ${this.peerName} at ${this.endpoint} failed: ${msg}`);
   }

@@ -7,6 +7,9 @@ import { loadAll } from "js-yaml";
 import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
+import { NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
+import { generateCurveKeys } from "../../src/transport/curve-keys.js";
+import { tempDir } from "../helpers/run.js";
 import { addClusterCommands, type ClusterHandlers } from "../../src/cli/cluster-commands.js";
 import { buildParser } from "../../src/cli/options.js";
 
@@ -28,7 +31,11 @@ const MODELS: Record<string, new (data: never) => Validatable> = {
   "apps/v1/Deployment": Deployment,
   "apps/v1/StatefulSet": StatefulSet,
   "batch/v1/Job": Job,
+  "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
 };
+
+/** Where the agents mount the CURVE keys Secret. */
+const CURVE_MOUNT = "/etc/ps-train/curve";
 
 function manifestFiles(): string[] {
   return readdirSync(K8S)
@@ -52,7 +59,8 @@ interface Container {
   readinessProbe?: unknown;
 }
 interface PodSpec {
-  containers: Container[];
+  containers: (Container & { volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[] })[];
+  volumes?: { name: string; secret?: { secretName: string; defaultMode?: number; items?: { key: string; path: string }[] } }[];
   securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
 }
 
@@ -69,7 +77,7 @@ describe("deploy/k8s manifests", () => {
     assert.deepEqual([...k.resources].sort(), manifestFiles());
     assert.equal(k.namespace, "ps-train");
     const kinds = all.map(({ m }) => `${m.kind}/${m.metadata.name}`);
-    for (const want of ["Namespace/ps-train", "StatefulSet/redis", "Service/redis", "Deployment/ps-train-scheduler", "Deployment/ps-train-agent", "Deployment/ps-train-agent-gpu", "ConfigMap/ps-train-config", "Secret/ps-train-secrets", "Job/ps-train-submit-example"]) {
+    for (const want of ["Namespace/ps-train", "StatefulSet/redis", "Service/redis", "Deployment/ps-train-scheduler", "Deployment/ps-train-agent", "Deployment/ps-train-agent-gpu", "ConfigMap/ps-train-config", "Secret/ps-train-secrets", "Job/ps-train-submit-example", "Secret/ps-train-curve-keys", "NetworkPolicy/default-deny-ingress", "NetworkPolicy/redis-from-pool", "NetworkPolicy/agents-from-agents"]) {
       assert.ok(kinds.includes(want), `${want} in ${kinds.join(", ")}`);
     }
   });
@@ -120,6 +128,8 @@ describe("deploy/k8s manifests", () => {
   });
 
   it("the container arguments are accepted by ps-train's own parser (with the manifests' environment)", async () => {
+    const keysDir = join(tempDir(), "curve");
+    generateCurveKeys(keysDir, false);
     const data: Record<string, string> = {};
     for (const { m } of all) if (m.kind === "ConfigMap" || m.kind === "Secret") Object.assign(data, (m["data"] ?? {}) as object, (m["stringData"] ?? {}) as object);
     let checked = 0;
@@ -132,7 +142,8 @@ describe("deploy/k8s manifests", () => {
         const fake: Record<string, string> = { "status.podIP": "10.1.2.3", "metadata.name": "pod-0" };
         for (const e of c.env ?? []) env[e.name] = e.value ?? fake[e.valueFrom?.fieldRef?.fieldPath ?? ""] ?? "";
         // Kubernetes expands $(VAR) in args from the container's environment.
-        const args = (c.args ?? []).map((a) => a.replace(/\$\(([A-Z0-9_]+)\)/g, (_, v: string) => env[v] ?? `$(${v})`));
+        // The agents' --curve-keys is the Secret's mount: here, a folder of freshly generated keys.
+        const args = (c.args ?? []).map((a) => (a === CURVE_MOUNT ? keysDir : a.replace(/\$\(([A-Z0-9_]+)\)/g, (_, v: string) => env[v] ?? `$(${v})`)));
         const seen: string[] = [];
         const record = (name: string) => async (o: unknown) => {
           seen.push(name);
@@ -152,6 +163,57 @@ describe("deploy/k8s manifests", () => {
       }
     }
     assert.ok(checked >= 4, `checked ${checked} containers`);
+  });
+
+  it("agents mount the CURVE keys Secret read-only and run with --curve-keys at the mount; nothing else gets it", () => {
+    const secret = all.find(({ m }) => m.kind === "Secret" && m.metadata.name === "ps-train-curve-keys")!.m;
+    const keys = Object.keys((secret["stringData"] ?? secret["data"]) as object).sort();
+    assert.deepEqual(keys, ["allowlist", "coordinator.public", "coordinator.secret", "server.public", "server.secret", "worker.public", "worker.secret"]);
+    const users: string[] = [];
+    for (const { file, m } of all) {
+      const pod = podSpec(m);
+      if (!pod) continue;
+      const vol = pod.volumes?.find((v) => v.secret?.secretName === "ps-train-curve-keys");
+      if (!vol) continue;
+      users.push(m.metadata.name);
+      assert.equal(vol.secret!.defaultMode, 0o400, `${file}: the keys are readable by the owner (and, with fsGroup, the group) only`);
+      const c = pod.containers[0]!;
+      const mount = c.volumeMounts?.find((v) => v.name === vol.name);
+      assert.equal(mount?.mountPath, CURVE_MOUNT, file);
+      assert.equal(mount?.readOnly, true, `${file}: mounted read-only`);
+      const args = c.args ?? [];
+      assert.equal(args[args.indexOf("--curve-keys") + 1], CURVE_MOUNT, `${file}: the agent runs with --curve-keys ${CURVE_MOUNT}`);
+      // Least privilege: an agent gets the secret keys of the roles it runs (--roles), no other.
+      const roles = (args[args.indexOf("--roles") + 1] ?? "coordinator,server,worker").split(",");
+      const files = vol.secret!.items ? vol.secret!.items.map((i) => i.path) : keys;
+      for (const r of ["coordinator", "server", "worker"]) assert.equal(files.includes(`${r}.secret`), roles.includes(r), `${file}: ${r}.secret mounted iff --roles has ${r}`);
+      for (const f of ["allowlist", "coordinator.public", "server.public", "worker.public"]) assert.ok(files.includes(f), `${file}: ${f} mounted`);
+    }
+    assert.deepEqual(users.sort(), ["ps-train-agent", "ps-train-agent-gpu"]);
+  });
+
+  it("network policies: default deny ingress, Redis only from the pool, agents only from agents", () => {
+    type Policy = { spec: { podSelector: { matchLabels?: Record<string, string> }; policyTypes: string[]; ingress?: { from?: { podSelector?: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values: string[] }[] } }[]; ports?: { port: number }[] }[] } };
+    const policy = (name: string) => all.find(({ m }) => m.kind === "NetworkPolicy" && m.metadata.name === name)!.m as unknown as Policy;
+    const deny = policy("default-deny-ingress").spec;
+    assert.deepEqual(deny.podSelector, {}, "selects every pod of the namespace");
+    assert.deepEqual(deny.policyTypes, ["Ingress"]);
+    assert.equal(deny.ingress, undefined, "and lets nothing in");
+    const redis = policy("redis-from-pool").spec;
+    assert.equal(redis.podSelector.matchLabels?.["app.kubernetes.io/name"], "redis");
+    assert.deepEqual(redis.ingress?.map((i) => i.ports?.map((p) => p.port)), [[6379]]);
+    const from = redis.ingress![0]!.from![0]!.podSelector!.matchExpressions![0]!;
+    assert.deepEqual([...from.values].sort(), ["ps-train-agent", "ps-train-scheduler", "ps-train-submit"]);
+    // Every pod that talks to Redis carries one of those names.
+    for (const { m } of all) {
+      const pod = podSpec(m);
+      if (!pod || !pod.containers.some((c) => c.image.startsWith("ps-train"))) continue;
+      const labels = (m["spec"] as { template?: { metadata?: { labels?: Record<string, string> } } }).template?.metadata?.labels;
+      assert.ok(from.values.includes(labels?.["app.kubernetes.io/name"] ?? ""), `${m.metadata.name} may reach Redis`);
+    }
+    const agents = policy("agents-from-agents").spec;
+    assert.equal(agents.podSelector.matchLabels?.["app.kubernetes.io/name"], "ps-train-agent");
+    assert.deepEqual(agents.ingress?.map((i) => i.from?.map((f) => f.podSelector?.matchLabels)), [[{ "app.kubernetes.io/name": "ps-train-agent" }]]);
   });
 
   it("kubectl kustomize deploy/k8s renders every resource into the ps-train namespace", function () {

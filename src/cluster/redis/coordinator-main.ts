@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import type { TrainConfig } from "../../config/train-config.js";
+import { enableCurveFromEnv } from "../../transport/sockets.js";
 import { errorLine, PsError, ErrorCode } from "../../util/errors.js";
 import { prepareRun, runLocal, type Progress } from "../train-run.js";
 import { connectRedis } from "./connection.js";
@@ -86,6 +87,8 @@ async function main(): Promise<number> {
   let result: AttemptResult;
   try {
     const prep = await prepareRun(config);
+    // The agent's --curve-keys (PS_TRAIN_CURVE_KEYS): this process is the job's coordinator.
+    if (await enableCurveFromEnv("coordinator", (msg, fields) => log.warn(fields, msg))) log.info("CURVE on");
     log.info({ mode: config.mode, workers: config.workers, servers: config.servers, backend: prep.backend, out }, "starting run");
     const summary = await runLocal(
       prep,

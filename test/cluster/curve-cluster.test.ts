@@ -1,0 +1,76 @@
+import { strict as assert } from "node:assert";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { generateCurveKeys } from "../../src/transport/curve-keys.js";
+import { cli, TestCluster } from "../helpers/cluster.js";
+import { haveRedisServer, TestRedis } from "../helpers/redis.js";
+import { tempDir } from "../helpers/run.js";
+
+/** Every value under the cluster's prefix, as text, whatever the key's type. */
+async function everythingIn(cluster: TestCluster): Promise<string> {
+  const c = await cluster.connect();
+  const keys = await c.redis.keys(`*${cluster.prefix}*`);
+  assert.ok(keys.length > 0, "the cluster wrote to Redis");
+  const parts: string[] = [];
+  for (const k of keys) {
+    const type = await c.redis.type(k);
+    if (type === "string") parts.push((await c.redis.getBuffer(k))?.toString("latin1") ?? "");
+    else if (type === "hash") for (const [f, v] of Object.entries(await c.redis.hgetallBuffer(k))) parts.push(f, v.toString("latin1"));
+    else if (type === "list") parts.push(...(await c.redis.lrange(k, 0, -1)));
+    else if (type === "set") parts.push(...(await c.redis.smembers(k)));
+    else if (type === "zset") parts.push(...(await c.redis.zrange(k, 0, -1)));
+    else if (type === "stream") parts.push(JSON.stringify(await c.redis.xrange(k, "-", "+")));
+  }
+  return parts.join("\n");
+}
+
+describe("cluster mode with CURVE: agents started with --curve-keys", function () {
+  this.timeout(120_000);
+  const redis = new TestRedis();
+  let cluster: TestCluster;
+
+  before(async function () {
+    if (!haveRedisServer()) this.skip();
+    await redis.start();
+  });
+  after(async () => {
+    await redis.destroy();
+  });
+  beforeEach(() => {
+    cluster = new TestCluster(redis.url);
+  });
+  afterEach(async function () {
+    if (this.currentTest?.state === "failed") process.stderr.write(cluster.logs(30) + "\n");
+    await cluster?.stop();
+  });
+
+  it("a job runs with CURVE on every task's sockets; only the key folder's path travels, no key reaches Redis", async () => {
+    const keys = join(tempDir(), "keys");
+    generateCurveKeys(keys, false);
+    cluster.startScheduler();
+    for (let i = 0; i < 3; i++) cluster.startAgent(["--curve-keys", keys]);
+    await cluster.agentsReady(3);
+    const id = await cluster.submit({ maxSteps: 20 });
+    const rec = await cluster.waitForState(id, ["succeeded", "failed"]);
+    assert.equal(rec.state, "succeeded", `${rec.error}\n${cluster.logs()}`);
+    const out = join(tempDir(), "run");
+    const r = cli(["job", id, ...cluster.common, "--out", out]);
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as { cluster: { security: string } };
+    assert.equal(config.cluster.security, "curve");
+    for (const log of ["coordinator.log", "server-0.log", "worker-0.log"]) assert.match(readFileSync(join(out, "logs", log), "utf8"), /"msg":"CURVE on"/, log);
+    const stored = await everythingIn(cluster);
+    for (const role of ["coordinator", "server", "worker"]) {
+      const secret = readFileSync(join(keys, `${role}.secret`), "utf8").trim();
+      assert.ok(!stored.includes(secret), `the ${role} secret key is not in Redis`);
+      assert.ok(!cluster.logs(1000).includes(secret), `the ${role} secret key is in no log`);
+    }
+  });
+
+  it("an agent whose --curve-keys folder is bad exits at once with one line, exit 2", () => {
+    const r = cli(["agent", ...cluster.common, "--curve-keys", join(tempDir(), "none")]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, /PS_ERR_BAD_OPTION: --curve-keys must be a folder made by ps-train keys generate/);
+  });
+});
