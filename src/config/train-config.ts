@@ -21,6 +21,10 @@ export type TransportName = (typeof TRANSPORTS)[number];
 export const COMMS = ["ps", "allreduce"] as const;
 export type CommName = (typeof COMMS)[number];
 
+/** data: every worker holds the whole model; model: a pipeline of stages; hybrid: replicas of a pipeline. */
+export const PARALLELISMS = ["data", "model", "hybrid"] as const;
+export type ParallelismName = (typeof PARALLELISMS)[number];
+
 export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling", "halving-doubling"] as const;
 export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
 
@@ -58,6 +62,16 @@ export interface TrainConfig extends OptimizerConfig {
   allreduceSmallBytes: number;
   /** allreduce: cap of one fusion buffer, bytes */
   fusionBytes: number;
+  /** data | model (one pipeline of `stages` workers) | hybrid (`replicas` pipelines) */
+  parallelism: ParallelismName;
+  /** model/hybrid: pipeline stages, each a contiguous run of the model's layers on its own worker */
+  stages: number;
+  /** model/hybrid: GPipe micro-batches per step (the batch is split into this many) */
+  microbatches: number;
+  /** hybrid: data-parallel copies of the pipeline (workers = stages x replicas) */
+  replicas: number;
+  /** model/hybrid: the pipeline units after which a stage ends (stages - 1 ascending values); [] = the planner chooses */
+  splitAt: number[];
   model: ModelName;
   /** mnist | synthetic | synthetic-linear | PATH to a folder of IDX files */
   dataset: string;
@@ -97,6 +111,11 @@ export const DEFAULTS: TrainConfig = {
   allreduceSegmentBytes: 1024 * 1024,
   allreduceSmallBytes: 256 * 1024,
   fusionBytes: 64 * 1024 * 1024,
+  parallelism: "data",
+  stages: 1,
+  microbatches: 1,
+  replicas: 1,
+  splitAt: [],
   model: "mlp",
   dataset: "mnist",
   partition: "iid",
