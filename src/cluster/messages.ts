@@ -90,6 +90,20 @@ export interface WorkerStats {
   stoppedEarly: boolean;
   /** allreduce runs: sha256 of this worker's final weights (every worker's must be the same) */
   weightsSha256?: string;
+  /** model/hybrid parallelism: this worker's place in the pipelines and its busy/idle time */
+  pipeline?: StageStats;
+}
+
+export interface StageStats {
+  replica: number;
+  stage: number;
+  /** the pipeline units [unitStart, unitEnd) it runs */
+  unitStart: number;
+  unitEnd: number;
+  /** forward + backward compute, seconds */
+  busySeconds: number;
+  /** wall time from each step's start to its last backward, summed (busy + waiting for neighbours) */
+  pipeSeconds: number;
 }
 
 export interface DoneMsg {

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
-import type { CommName, TrainConfig } from "../config/train-config.js";
+import { type CommName, dataParallelWidth, type TrainConfig } from "../config/train-config.js";
 import type { Dataset } from "../data/dataset.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -19,6 +19,7 @@ import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
+import { pipelineSummary, pipelineRanges, resolvePipeline, type PipelinePlanInfo, type PipelineSummary } from "../pipeline/run.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
 export interface RunHooks {
@@ -89,6 +90,9 @@ export interface Summary {
   stoppedEarly: boolean;
   evals: EvalRecord[];
   workerStats: WorkerStats[];
+  /** model/hybrid parallelism: stages, micro-batches, replicas, split points, bubble fraction */
+  parallelism?: string;
+  pipeline?: PipelineSummary;
 }
 
 export interface PreparedRun {
@@ -97,6 +101,8 @@ export interface PreparedRun {
   model: FlatModel;
   backend: string;
   stepsPerWorker: number;
+  /** model/hybrid parallelism: the split points' origin and the planner's prediction */
+  pipeline?: PipelinePlanInfo;
 }
 
 const PKG_VERSION = (createRequire(import.meta.url)("../../../package.json") as { version: string }).version;
@@ -104,22 +110,26 @@ const PKG_VERSION = (createRequire(import.meta.url)("../../../package.json") as 
 /** Steps each worker takes: the whole run covers `epochs` passes over the training set. */
 export function stepsPerWorker(cfg: TrainConfig, trainCount: number): number {
   if (cfg.maxSteps > 0) return cfg.maxSteps;
-  return Math.max(1, Math.floor((cfg.epochs * trainCount) / (cfg.workers * cfg.batchSize)));
+  return Math.max(1, Math.floor((cfg.epochs * trainCount) / (dataParallelWidth(cfg) * cfg.batchSize)));
 }
 
 /**
  * Everything that can be wrong with the input is found here, before a process starts or a
  * file is written: the dataset, the model against the dataset's shape, the partition, --out.
  */
-export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
+export async function prepareRun(given: TrainConfig): Promise<PreparedRun> {
+  let config = given;
   if (config.out) RunDir.check(config.out);
   const dataset = await loadDataset(config.dataset, { seed: config.seed, trainLimit: config.trainLimit, testLimit: config.testLimit });
-  partitionIndices(dataset.trainY, dataset.trainCount, config.workers, config.partition, config.seed, dataset.task);
+  partitionIndices(dataset.trainY, dataset.trainCount, dataParallelWidth(config), config.partition, config.seed, dataset.task);
   const { backend } = await selectBackend(config.backend);
   const model = createModel(config.model, dataset.inputShape, dataset.numOutputs, dataset.task);
+  // model/hybrid parallelism: the split points (given, or chosen by the planner)
+  let pipeline: PipelinePlanInfo | undefined;
+  if (config.parallelism !== "data") ({ config, info: pipeline } = await resolvePipeline(config, model, dataset));
   if (config.comm === "allreduce" && config.mode !== "sync") throw badOption(`--comm allreduce needs --mode sync (got ${config.mode})`);
   if (config.comm === "ps" && config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
-  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount) };
+  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount), ...(pipeline ? { pipeline } : {}) };
 }
 
 /** How the role processes are started: children on this machine unless a launcher is given (cluster mode). */
@@ -138,8 +148,12 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const runDir = RunDir.create(out);
   // --comm allreduce: no server shards; the workers reduce among themselves.
   const allreduce = cfg.comm === "allreduce";
-  const nServers = allreduce ? 0 : cfg.servers;
-  const ranges = allreduce ? [] : partitionKeys(model.size, cfg.servers);
+  // model/hybrid parallelism: --servers shards per stage, each inside one stage's key range
+  const pipelined = cfg.parallelism !== "data";
+  const ranges = allreduce ? [] : pipelined ? pipelineRanges(model, cfg) : partitionKeys(model.size, cfg.servers);
+  const nServers = ranges.length;
+  // workers that report steps (the last stage of each pipeline) and own a data shard
+  const dp = dataParallelWidth(cfg);
   const totalSteps = prep.stepsPerWorker;
   const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
 
@@ -149,7 +163,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err) => coordinator.fail(err));
   const shardClients: PeerClient[] = [];
   let closeEvaluator = (): void => undefined;
-  const globalBatchSize = cfg.workers * cfg.batchSize;
+  const globalBatchSize = dp * cfg.batchSize;
   const evalInterval =
     cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round((dataset.trainCount / globalBatchSize) * (cfg.targetAccuracy !== null ? 0.2 : 1)));
   const cleanup = async () => {
@@ -190,6 +204,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       map.servers.push({ shard: ev.peer.rank, endpoint: body.endpoint, range: ranges[ev.peer.rank]! });
     }, () => missingOf(nServers, new Set(map.servers.map((s) => s.shard)), "server"));
     map.servers.sort((a, b) => a.shard - b.shard);
+    if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
+    // pipeline stages: every worker's endpoint, for its neighbours
+    if (pipelined) map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
     runDir.writeJson("config.json", {
       ...config,
       backend: prep.backend,
@@ -199,7 +216,6 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       stepsPerWorker: totalSteps,
       cluster: { coordinator: endpoint, servers: map.servers, ...(map.peers ? { peers: map.peers } : {}), processes: launcher.pids() },
     });
-    if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
     const readyWorkers = new Set<number>();
     await coordinator.collect(MsgType.READY, cfg.workers, cfg.timeoutMs + 60_000, (ev) => readyWorkers.add(ev.peer.rank), () =>
       missingOf(cfg.workers, readyWorkers, "worker"),
@@ -247,7 +263,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const doEval = async (exactStep: number | null) => {
       const p0 = performance.now();
       const t = trainSeconds();
-      const globalStep = exactStep ?? totalWorkerSteps / cfg.workers;
+      const globalStep = exactStep ?? totalWorkerSteps / dp;
       const res = exactStep !== null ? evaluator.score() : await guard(evaluator.evaluate(true));
       const rec: EvalRecord = { type: "eval", t, epoch: (globalStep * globalBatch) / dataset.trainCount, globalStep, testLoss: res.loss, testAccuracy: res.accuracy };
       evals.push(rec);
@@ -300,7 +316,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
           worker: pm.rank,
           step: s.step,
           t: s.t / 1000,
-          epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+          epoch: ((totalWorkerSteps / dp) * globalBatch) / dataset.trainCount,
           loss: s.loss,
           accuracy: acc,
           samples: s.samples,
@@ -313,7 +329,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
         }
       }
       // Periodic evaluation; none in the last half interval, where the final evaluation follows.
-      const globalStep = totalWorkerSteps / cfg.workers;
+      const globalStep = totalWorkerSteps / dp;
       if (!exact && !stopRequested && globalStep >= nextEval && periodic(globalStep)) {
         nextEval += evalEvery;
         await doEval(null);
@@ -323,9 +339,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
         lastProgress = now;
         const ts = trainSeconds();
         hooks.onProgress({
-          epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
+          epoch: ((totalWorkerSteps / dp) * globalBatch) / dataset.trainCount,
           epochs: (totalSteps * globalBatch) / dataset.trainCount,
-          globalStep: totalWorkerSteps / cfg.workers,
+          globalStep: totalWorkerSteps / dp,
           totalSteps,
           loss: emaLoss,
           accuracy: emaAcc,
@@ -343,8 +359,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const finalRec: EvalRecord = {
       type: "eval",
       t: finalT,
-      epoch: ((totalWorkerSteps / cfg.workers) * globalBatch) / dataset.trainCount,
-      globalStep: totalWorkerSteps / cfg.workers,
+      epoch: ((totalWorkerSteps / dp) * globalBatch) / dataset.trainCount,
+      globalStep: totalWorkerSteps / dp,
       testLoss: final.loss,
       testAccuracy: final.accuracy,
     };
@@ -396,7 +412,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       lr: cfg.lr,
       epochs: cfg.epochs,
       epochsCompleted: samples / dataset.trainCount,
-      steps: totalWorkerSteps / cfg.workers,
+      steps: totalWorkerSteps / dp,
       stepsPerWorker: totalSteps,
       samples,
       testAccuracy: final.accuracy,
@@ -419,6 +435,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       stoppedEarly: stopRequested,
       evals,
       workerStats,
+      ...(pipelined ? { parallelism: cfg.parallelism, pipeline: pipelineSummary(cfg, workerStats, prep.pipeline) } : {}),
     };
     runDir.writeJson("summary.json", summary);
     return summary;

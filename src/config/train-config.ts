@@ -148,3 +148,11 @@ export const DEFAULTS: TrainConfig = {
   warmupSteps: 20,
   totalSteps: 0,
 };
+
+/**
+ * Workers that train on their own data shard and push whole gradients for a key range: every
+ * worker in data parallelism, one per pipeline (the replicas) in model and hybrid parallelism.
+ */
+export function dataParallelWidth(cfg: Pick<TrainConfig, "parallelism" | "workers" | "replicas">): number {
+  return cfg.parallelism === "data" ? cfg.workers : cfg.replicas;
+}

@@ -1,6 +1,7 @@
 import { Router } from "zeromq";
 import type { ControlClient } from "../cluster/control-client.js";
 import type { ConfigMsg } from "../cluster/messages.js";
+import { dataParallelWidth } from "../config/train-config.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
 import { f32View } from "../transport/frames.js";
@@ -23,7 +24,8 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     shard: shardIndex,
     runId: cfgMsg.runId,
     range,
-    workers: cfg.workers,
+    // in a pipeline, a shard serves one stage: its workers are that stage's replicas
+    workers: dataParallelWidth(cfg),
     mode: createMode(cfg.mode, cfg.staleness),
     optimizer: { ...cfg, totalSteps: cfgMsg.stepsPerWorker },
     init: f32View(initFrame),

@@ -36,6 +36,10 @@ export const MsgType = {
   RESUME: 26,
   STATS: 27,
   ACK: 28,
+  /** pipeline: a stage's output for a micro-batch, to the next stage (see src/pipeline/link.ts) */
+  ACTIVATION: 30,
+  /** pipeline: the gradient of a stage's input for a micro-batch, back to the previous stage */
+  ACTIVATION_GRAD: 31,
 } as const;
 export type MsgType = (typeof MsgType)[keyof typeof MsgType];
 const TYPE_NAMES = new Map<number, string>(Object.entries(MsgType).map(([k, v]) => [v, k]));
