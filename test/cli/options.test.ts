@@ -68,6 +68,12 @@ const SAMPLES: Record<string, [string, unknown]> = {
   allreduceSegmentBytes: ["64KiB", 65536],
   allreduceSmallBytes: ["4096", 4096],
   fusionBytes: ["1MiB", 1048576],
+  // hybrid needs --replicas; with the samples below: 2 stages x 2 replicas = the sample's 4 workers
+  parallelism: ["hybrid", "hybrid"],
+  stages: ["2", 2],
+  microbatches: ["4", 4],
+  replicas: ["2", 2],
+  splitAt: ["2", [2]],
   model: ["cnn", "cnn"],
   dataset: ["synthetic", "synthetic"],
   partition: ["dirichlet:0.5", "dirichlet:0.5"],
@@ -173,8 +179,16 @@ describe("cli/options", () => {
     for (const o of TRAIN_OPTIONS) {
       it(`--${o.flag}`, async () => {
         const [text, value] = sample(o.key);
-        // the sample --slow names rank 3, so it needs 4 workers
-        const extra = o.key === "slow" ? { args: ["--workers", "4"], config: { workers: 4 } } : { args: [], config: {} };
+        // the sample --slow names rank 3, so it needs 4 workers; the pipeline options need
+        // --parallelism model or hybrid (hybrid also --replicas; workers = stages x replicas)
+        const pipeline: Record<string, { args: string[]; config: Partial<TrainConfig> }> = {
+          parallelism: { args: ["--replicas", "2"], config: { replicas: 2, workers: 2 } },
+          stages: { args: ["--parallelism", "model"], config: { parallelism: "model", workers: 2 } },
+          microbatches: { args: ["--parallelism", "model"], config: { parallelism: "model" } },
+          replicas: { args: ["--parallelism", "hybrid"], config: { parallelism: "hybrid", workers: 2 } },
+          splitAt: { args: ["--parallelism", "model", "--stages", "2"], config: { parallelism: "model", stages: 2, workers: 2 } },
+        };
+        const extra = o.key === "slow" ? { args: ["--workers", "4"], config: { workers: 4 } } : (pipeline[o.key] ?? { args: [], config: {} });
         const config = await parseOk([`--${o.flag}`, text, ...extra.args]);
         assert.deepEqual(config, { ...DEFAULTS, ...extra.config, [o.key]: value });
       });
@@ -374,6 +388,21 @@ describe("cli/options", () => {
       [["--slow", "1:2"], "--slow", "rank 1", "--workers 1"],
       [["--slow", "1:2,"], "--slow", '"1:2,"'],
       [["--no-workers"], "--workers", "false"],
+      [["--parallelism", "pipeline"], "--parallelism", '"pipeline"', "data, model, hybrid"],
+      [["--parallelism", "model", "--stages", "4"], "--stages", "--stages 4 exceeds the 3 layer(s) model mlp"],
+      [["--parallelism", "model", "--stages", "6", "--model", "cnn"], "--stages 6 exceeds the 5 layer(s) model cnn"],
+      [["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "4,2"], "--split-at must be ascending integers", '"4,2"'],
+      [["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2,2"], "--split-at", '"2,2"'],
+      [["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2"], "--split-at must give stages - 1 = 2 split point(s)"],
+      [["--parallelism", "model", "--stages", "2", "--model", "cnn", "--split-at", "5"], "split point 5 leaves no layer for the last stage"],
+      [["--parallelism", "model", "--stages", "2", "--split-at", "0"], "--split-at", '"0"'],
+      [["--parallelism", "hybrid", "--stages", "2"], "--parallelism hybrid needs --replicas"],
+      [["--parallelism", "model", "--replicas", "2"], "--replicas needs --parallelism hybrid"],
+      [["--stages", "2"], "--stages needs --parallelism model or hybrid"],
+      [["--microbatches", "4"], "--microbatches needs --parallelism model or hybrid"],
+      [["--parallelism", "model", "--stages", "2", "--comm", "allreduce"], "--parallelism model needs --comm ps"],
+      [["--parallelism", "model", "--microbatches", "100", "--batch-size", "8"], "--microbatches 100 exceeds --batch-size 8"],
+      [["--parallelism", "hybrid", "--stages", "2", "--replicas", "2", "--workers", "3"], "--workers 3 does not match --stages 2 x --replicas 2 = 4"],
     ];
     for (const [args, ...parts] of cases) {
       it(args.join(" "), async () => {
