@@ -5,6 +5,7 @@ import { errorLine, PsError } from "../util/errors.js";
 import { addClusterCommands, clusterHandlers } from "./cluster-commands.js";
 import { addExperimentCommands } from "./experiment-commands.js";
 import { makeLogger } from "./logger.js";
+import { addPlanCommand } from "./plan-command.js";
 import { buildParser } from "./options.js";
 import { ProgressBar } from "./progress-bar.js";
 import { summaryLine } from "./summary-line.js";
@@ -48,7 +49,7 @@ async function train(config: TrainConfig): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   try {
-    await addExperimentCommands(addClusterCommands(buildParser(argv, { train }), clusterHandlers)).parseAsync();
+    await addPlanCommand(addExperimentCommands(addClusterCommands(buildParser(argv, { train }), clusterHandlers))).parseAsync();
     return 0;
   } catch (err) {
     process.stderr.write(errorLine(err) + "\n");
