@@ -125,7 +125,7 @@ export class StageModel {
     let d: tf.Tensor | null = dy;
     const firstParamOp = this.model.ops.findIndex((o) => o.op.numParams > 0);
     for (let o = this.opEnd - 1; o >= this.opStart && d !== null; o--) {
-      const { op, firstParam } = this.model.ops[o]!;
+      const { firstParam } = this.model.ops[o]!;
       const needDx = !(this.isFirst && o <= firstParamOp);
       const r = trace.traces[o - this.opStart]!.backward(d, needDx);
       r.grads.forEach((g, k) => {
