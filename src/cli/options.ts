@@ -362,7 +362,7 @@ const FIELDS: FieldTable = {
   },
   parallelism: {
     group: "Parallelism",
-    describe: "data (every worker holds the model), model (a pipeline of --stages workers) or hybrid (--replicas copies of that pipeline)",
+    describe: "data (every worker holds the model), model (a pipeline of --stages workers), hybrid (--replicas copies of that pipeline) or tensor (dense layers split by output units across --workers; mlp/logreg, sync)",
     type: "string",
     choices: PARALLELISMS,
     parse: choice(PARALLELISMS),
@@ -853,6 +853,20 @@ function checkParallelism(config: TrainConfig, last: ReadonlyMap<TrainOptionKey,
         throw badOption(`${s.where} needs --parallelism model or hybrid (got ${show(s.raw)} with --parallelism data)`);
       }
     }
+    return;
+  }
+  if (config.parallelism === "tensor") {
+    for (const key of ["stages", "microbatches", "replicas", "splitAt"] as const) {
+      const s = given(key);
+      if (s !== undefined && JSON.stringify(config[key]) !== JSON.stringify(DEFAULTS[key])) {
+        throw badOption(`${s.where} needs --parallelism model or hybrid (got ${show(s.raw)} with --parallelism tensor)`);
+      }
+    }
+    if (config.model !== "mlp" && config.model !== "logreg") throw badOption(`${where("model")}: --parallelism tensor splits dense layers: use --model mlp or logreg (got ${config.model})`);
+    if (config.comm !== "ps") throw badOption(`${where("comm")}: --parallelism tensor needs --comm ps`);
+    // sync is what tensor parallelism means (the blocks make one step together), unless another mode was asked for
+    if (config.mode !== "sync" && given("mode") !== undefined) throw badOption(`${where("mode")}: --parallelism tensor needs --mode sync (the workers' gradient blocks make one step together)`);
+    config.mode = "sync";
     return;
   }
   if (config.parallelism === "hybrid" && given("replicas") === undefined) {

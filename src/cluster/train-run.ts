@@ -19,6 +19,7 @@ import { badOption, ErrorCode, PsError } from "../util/errors.js";
 import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
+import { checkTensorParallel } from "../tensor/tensor-worker.js";
 import { pipelineSummary, pipelineRanges, resolvePipeline, type PipelinePlanInfo, type PipelineSummary } from "../pipeline/run.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
@@ -90,8 +91,9 @@ export interface Summary {
   stoppedEarly: boolean;
   evals: EvalRecord[];
   workerStats: WorkerStats[];
-  /** model/hybrid parallelism: stages, micro-batches, replicas, split points, bubble fraction */
+  /** model, hybrid or tensor parallelism (absent for data parallelism) */
   parallelism?: string;
+  /** model/hybrid parallelism: stages, micro-batches, replicas, split points, bubble fraction */
   pipeline?: PipelineSummary;
 }
 
@@ -126,7 +128,8 @@ export async function prepareRun(given: TrainConfig): Promise<PreparedRun> {
   const model = createModel(config.model, dataset.inputShape, dataset.numOutputs, dataset.task);
   // model/hybrid parallelism: the split points (given, or chosen by the planner)
   let pipeline: PipelinePlanInfo | undefined;
-  if (config.parallelism !== "data") ({ config, info: pipeline } = await resolvePipeline(config, model, dataset));
+  if (config.parallelism === "model" || config.parallelism === "hybrid") ({ config, info: pipeline } = await resolvePipeline(config, model, dataset));
+  if (config.parallelism === "tensor") checkTensorParallel(config, model);
   if (config.comm === "allreduce" && config.mode !== "sync") throw badOption(`--comm allreduce needs --mode sync (got ${config.mode})`);
   if (config.comm === "ps" && config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
   return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount), ...(pipeline ? { pipeline } : {}) };
@@ -149,7 +152,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   // --comm allreduce: no server shards; the workers reduce among themselves.
   const allreduce = cfg.comm === "allreduce";
   // model/hybrid parallelism: --servers shards per stage, each inside one stage's key range
-  const pipelined = cfg.parallelism !== "data";
+  const pipelined = cfg.parallelism === "model" || cfg.parallelism === "hybrid";
   const ranges = allreduce ? [] : pipelined ? pipelineRanges(model, cfg) : partitionKeys(model.size, cfg.servers);
   const nServers = ranges.length;
   // workers that report steps (the last stage of each pipeline) and own a data shard
@@ -206,7 +209,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     map.servers.sort((a, b) => a.shard - b.shard);
     if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
     // pipeline stages: every worker's endpoint, for its neighbours
-    if (pipelined) map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
+    if (pipelined || cfg.parallelism === "tensor") map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
     runDir.writeJson("config.json", {
       ...config,
       backend: prep.backend,
@@ -435,7 +438,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       stoppedEarly: stopRequested,
       evals,
       workerStats,
-      ...(pipelined ? { parallelism: cfg.parallelism, pipeline: pipelineSummary(cfg, workerStats, prep.pipeline) } : {}),
+      ...(cfg.parallelism !== "data" ? { parallelism: cfg.parallelism } : {}),
+      ...(pipelined ? { pipeline: pipelineSummary(cfg, workerStats, prep.pipeline) } : {}),
     };
     runDir.writeJson("summary.json", summary);
     return summary;

@@ -21,8 +21,11 @@ export type TransportName = (typeof TRANSPORTS)[number];
 export const COMMS = ["ps", "allreduce"] as const;
 export type CommName = (typeof COMMS)[number];
 
-/** data: every worker holds the whole model; model: a pipeline of stages; hybrid: replicas of a pipeline. */
-export const PARALLELISMS = ["data", "model", "hybrid"] as const;
+/**
+ * data: every worker holds the whole model; model: a pipeline of stages; hybrid: replicas of a
+ * pipeline; tensor: every dense layer's output units split across the workers (MLP, logreg).
+ */
+export const PARALLELISMS = ["data", "model", "hybrid", "tensor"] as const;
 export type ParallelismName = (typeof PARALLELISMS)[number];
 
 export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling", "halving-doubling"] as const;
@@ -154,5 +157,11 @@ export const DEFAULTS: TrainConfig = {
  * worker in data parallelism, one per pipeline (the replicas) in model and hybrid parallelism.
  */
 export function dataParallelWidth(cfg: Pick<TrainConfig, "parallelism" | "workers" | "replicas">): number {
+  if (cfg.parallelism === "tensor") return 1;
   return cfg.parallelism === "data" ? cfg.workers : cfg.replicas;
+}
+
+/** How many workers push to each shard every clock (a shard's `workers`). */
+export function shardWorkers(cfg: Pick<TrainConfig, "parallelism" | "workers" | "replicas">): number {
+  return cfg.parallelism === "tensor" ? cfg.workers : dataParallelWidth(cfg);
 }

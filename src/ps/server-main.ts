@@ -1,7 +1,7 @@
 import { Router } from "zeromq";
 import type { ControlClient } from "../cluster/control-client.js";
 import type { ConfigMsg } from "../cluster/messages.js";
-import { dataParallelWidth } from "../config/train-config.js";
+import { shardWorkers } from "../config/train-config.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
 import { f32View } from "../transport/frames.js";
@@ -25,7 +25,7 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     runId: cfgMsg.runId,
     range,
     // in a pipeline, a shard serves one stage: its workers are that stage's replicas
-    workers: dataParallelWidth(cfg),
+    workers: shardWorkers(cfg),
     mode: createMode(cfg.mode, cfg.staleness),
     optimizer: { ...cfg, totalSteps: cfgMsg.stepsPerWorker },
     init: f32View(initFrame),

@@ -168,6 +168,13 @@ describe("cli/options", () => {
       assert.deepEqual(await parseOk(["train", "--workers", "2"]), { ...DEFAULTS, workers: 2 });
     });
 
+    it("--parallelism tensor means sync; model parallelism sets workers = stages x replicas", async () => {
+      assert.deepEqual(await parseOk(["--parallelism", "tensor", "--workers", "3"]), { ...DEFAULTS, parallelism: "tensor", mode: "sync", workers: 3 });
+      assert.deepEqual(await parseOk(["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2,4"]), { ...DEFAULTS, parallelism: "model", stages: 3, model: "cnn", splitAt: [2, 4], workers: 3 });
+      assert.deepEqual(await parseOk(["--parallelism", "hybrid", "--stages", "2", "--replicas", "2", "--mode", "sync"]), { ...DEFAULTS, parallelism: "hybrid", stages: 2, replicas: 2, mode: "sync", workers: 4 });
+      assert.deepEqual(await parseOk([], { PS_TRAIN_PARALLELISM: "model", PS_TRAIN_STAGES: "2", PS_TRAIN_SPLIT_AT: "1" }), { ...DEFAULTS, parallelism: "model", stages: 2, splitAt: [1], workers: 2 });
+    });
+
     it("--comm allreduce means sync unless another mode is asked for (which is refused)", async () => {
       assert.deepEqual(await parseOk(["--comm", "allreduce", "--workers", "8"]), { ...DEFAULTS, comm: "allreduce", mode: "sync", workers: 8 });
       assert.deepEqual(await parseOk(["--comm", "allreduce", "--mode", "sync"]), { ...DEFAULTS, comm: "allreduce", mode: "sync" });
@@ -402,6 +409,9 @@ describe("cli/options", () => {
       [["--microbatches", "4"], "--microbatches needs --parallelism model or hybrid"],
       [["--parallelism", "model", "--stages", "2", "--comm", "allreduce"], "--parallelism model needs --comm ps"],
       [["--parallelism", "model", "--microbatches", "100", "--batch-size", "8"], "--microbatches 100 exceeds --batch-size 8"],
+      [["--parallelism", "tensor", "--model", "cnn"], "--parallelism tensor splits dense layers", "got cnn"],
+      [["--parallelism", "tensor", "--mode", "async"], "--mode", "--parallelism tensor needs --mode sync"],
+      [["--parallelism", "tensor", "--stages", "2"], "--stages needs --parallelism model or hybrid"],
       [["--parallelism", "hybrid", "--stages", "2", "--replicas", "2", "--workers", "3"], "--workers 3 does not match --stages 2 x --replicas 2 = 4"],
     ];
     for (const [args, ...parts] of cases) {

@@ -95,3 +95,23 @@ describe("model and hybrid parallelism, end to end (real processes, real sockets
     assert.match(summary.error, /worker 1\b/);
   });
 });
+
+describe("tensor parallelism, end to end (real processes, real sockets)", function () {
+  this.timeout(240_000);
+
+  for (const T of [2, 3]) {
+    it(`mlp with its dense layers split over ${T} workers trains the weights of single-process sync`, async () => {
+      const base: Partial<TrainConfig> = { mode: "sync", optimizer: "sgd", lr: 0.2, maxSteps: 6, batchSize: 12, model: "mlp", trainLimit: 600 };
+      const dp = smallConfig({ ...base, workers: 1 });
+      const tp = smallConfig({ ...base, parallelism: "tensor", workers: T, servers: 2 });
+      const sd = await train(dp);
+      const st = await train(tp);
+      assert.equal(st.parallelism, "tensor");
+      assert.equal(st.steps, sd.steps);
+      assert.equal(st.samples, sd.samples);
+      const diff = maxAbsDiff(savedWeights(tp.out), savedWeights(dp.out));
+      assert.ok(diff < 1e-4, `max |w_tensor - w_data| = ${diff}`);
+      assert.equal(st.workerStats.length, T);
+    });
+  }
+});
