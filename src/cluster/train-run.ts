@@ -217,6 +217,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       versions: { psTrain: PKG_VERSION, node: process.version },
       paramCount: model.size,
       stepsPerWorker: totalSteps,
+      ...(prep.pipeline ? { pipelinePlan: prep.pipeline } : {}),
       cluster: { coordinator: endpoint, servers: map.servers, ...(map.peers ? { peers: map.peers } : {}), processes: launcher.pids() },
     });
     const readyWorkers = new Set<number>();

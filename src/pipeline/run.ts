@@ -10,7 +10,7 @@ import type { FlatModel } from "../model/model-api.js";
 import type { SequentialFlatModel } from "../model/sequential.js";
 import { partitionKeys, type KeyRange } from "../ps/key-range.js";
 import { measureBandwidth } from "../planner/bandwidth.js";
-import { evaluateSplit, planSplits, type PlanResult } from "../planner/partition.js";
+import { evaluateSplit, planSplits, type PlanResult, type UnitCost } from "../planner/partition.js";
 import { profileUnits } from "../planner/profile.js";
 import { badOption } from "../util/errors.js";
 import { pipelineUnits, stageBounds } from "./units.js";
@@ -19,6 +19,8 @@ export interface PipelinePlanInfo {
   /** how the split points were chosen */
   chosenBy: "planner" | "--split-at";
   plan: PlanResult;
+  /** the profile the plan was made from */
+  units: UnitCost[];
   unitNames: string[];
   bandwidthBytesPerSecond: number;
 }
@@ -46,7 +48,7 @@ export async function resolvePipeline(config: TrainConfig, model: FlatModel, _da
   const units = pipelineUnits(seq);
   if (config.stages > units.length) throw badOption(`--stages ${config.stages} exceeds the ${units.length} layer(s) model ${config.model} can be split into`);
   const micro = Math.ceil(config.batchSize / config.microbatches);
-  const costs = profileUnits(seq, micro, 3, config.seed);
+  const costs = profileUnits(seq, micro, 5, config.seed);
   const bw = await measureBandwidth(config.transport, 1 << 20, 4, config.timeoutMs);
   const link = { bandwidth: bw.bytesPerSecond, latencyMs: bw.latencyMs };
   let plan: PlanResult;
@@ -64,7 +66,7 @@ export async function resolvePipeline(config: TrainConfig, model: FlatModel, _da
     const keys = units[b - 1]!.keys.end - units[a]!.keys.start;
     if (config.comm === "ps" && config.servers > keys) throw badOption(`--servers ${config.servers} (per stage) exceeds the ${keys} parameters of the stage with units ${a}..${b - 1}`);
   }
-  return { config: { ...config, splitAt: plan.splitAt }, info: { chosenBy, plan, unitNames: units.map((u) => u.name), bandwidthBytesPerSecond: bw.bytesPerSecond } };
+  return { config: { ...config, splitAt: plan.splitAt }, info: { chosenBy, plan, units: costs, unitNames: units.map((u) => u.name), bandwidthBytesPerSecond: bw.bytesPerSecond } };
 }
 
 /** --servers shards per stage, each inside its stage's keys (a shard's workers are that stage's replicas). */
