@@ -93,6 +93,12 @@ export interface Summary {
   workerStats: WorkerStats[];
   /** model, hybrid or tensor parallelism (absent for data parallelism) */
   parallelism?: string;
+  /** model/hybrid parallelism: the figures experiments compare, beside the `pipeline` block */
+  stages?: number;
+  microbatches?: number;
+  replicas?: number;
+  splitAt?: number[];
+  bubbleFraction?: number;
   /** model/hybrid parallelism: stages, micro-batches, replicas, split points, bubble fraction */
   pipeline?: PipelineSummary;
 }
@@ -440,7 +446,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       evals,
       workerStats,
       ...(cfg.parallelism !== "data" ? { parallelism: cfg.parallelism } : {}),
-      ...(pipelined ? { pipeline: pipelineSummary(cfg, workerStats, prep.pipeline) } : {}),
+      ...(pipelined ? pipelineFields(pipelineSummary(cfg, workerStats, prep.pipeline)) : {}),
     };
     runDir.writeJson("summary.json", summary);
     return summary;
@@ -455,6 +461,10 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   } finally {
     await cleanup();
   }
+}
+
+function pipelineFields(p: PipelineSummary): Pick<Summary, "stages" | "microbatches" | "replicas" | "splitAt" | "bubbleFraction" | "pipeline"> {
+  return { stages: p.stages, microbatches: p.microbatches, replicas: p.replicas, splitAt: p.splitAt, bubbleFraction: p.bubbleFraction, pipeline: p };
 }
 
 function missingOf(n: number, have: Set<number>, role: "server" | "worker"): string[] {

@@ -57,6 +57,7 @@ describe("model and hybrid parallelism, end to end (real processes, real sockets
       assert.equal(sm.workerStats.length, stages);
       assert.deepEqual(sm.workerStats.map((w) => w.pipeline?.stage), Array.from({ length: stages }, (_, k) => k));
       assert.equal(sm.servers, stages, "one shard per stage with --servers 1");
+      assert.deepEqual([sm.stages, sm.microbatches, sm.replicas, sm.splitAt, sm.bubbleFraction], [stages, microbatches, 1, sm.pipeline.splitAt, sm.pipeline.bubbleFraction]);
     });
   }
 
