@@ -35,8 +35,10 @@ describe("model and hybrid parallelism, end to end (real processes, real sockets
     [3, 4, [1, 2]],
     [2, 3, []],
   ] as const) {
-    it(`mlp as a ${stages}-stage pipeline with ${microbatches} micro-batch(es)${splitAt.length ? "" : " (planner's split)"} trains the weights of single-process sync`, async () => {
-      const [dp, mp] = pair({}, { parallelism: "model", stages, microbatches, splitAt: [...splitAt] });
+    // the planner's case runs over tcp, the others over ipc
+    const transport = splitAt.length ? "ipc" : "tcp";
+    it(`mlp as a ${stages}-stage pipeline with ${microbatches} micro-batch(es)${splitAt.length ? "" : " (planner's split)"} over ${transport} trains the weights of single-process sync`, async () => {
+      const [dp, mp] = pair({ transport }, { parallelism: "model", stages, microbatches, splitAt: [...splitAt] });
       const sd = await train(dp);
       const sm = await train(mp);
       assert.equal(sm.steps, dp.maxSteps);
