@@ -392,6 +392,18 @@ const FIELDS: FieldTable = {
     defaultText: "none",
     parse: parseSplitAt,
   },
+  adaptive: {
+    group: "Parallelism",
+    describe: "--parallelism model/hybrid, sync: re-plan the split points during the run when the measured link bandwidth moves by more than this fraction (e.g. 0.5); 0 = off (>= 0)",
+    type: "number",
+    parse: num({ min: 0 }),
+  },
+  adaptiveEvery: {
+    group: "Parallelism",
+    describe: "With --adaptive: measure the link and maybe re-plan every this many steps (integer >= 1)",
+    type: "number",
+    parse: int(1),
+  },
   transport: {
     group: "Parallelism",
     describe: "ZeroMQ transport between processes: ipc (local sockets, one machine) or tcp",
@@ -847,7 +859,7 @@ function checkParallelism(config: TrainConfig, last: ReadonlyMap<TrainOptionKey,
   const given = (key: TrainOptionKey) => last.get(key);
   const where = (key: TrainOptionKey) => given(key)?.where ?? `--${flagName(key)}`;
   if (config.parallelism === "data") {
-    for (const key of ["stages", "microbatches", "replicas", "splitAt"] as const) {
+    for (const key of ["stages", "microbatches", "replicas", "splitAt", "adaptive"] as const) {
       const s = given(key);
       if (s !== undefined && JSON.stringify(config[key]) !== JSON.stringify(DEFAULTS[key])) {
         throw badOption(`${s.where} needs --parallelism model or hybrid (got ${show(s.raw)} with --parallelism data)`);
@@ -856,7 +868,7 @@ function checkParallelism(config: TrainConfig, last: ReadonlyMap<TrainOptionKey,
     return;
   }
   if (config.parallelism === "tensor") {
-    for (const key of ["stages", "microbatches", "replicas", "splitAt"] as const) {
+    for (const key of ["stages", "microbatches", "replicas", "splitAt", "adaptive"] as const) {
       const s = given(key);
       if (s !== undefined && JSON.stringify(config[key]) !== JSON.stringify(DEFAULTS[key])) {
         throw badOption(`${s.where} needs --parallelism model or hybrid (got ${show(s.raw)} with --parallelism tensor)`);
@@ -893,6 +905,9 @@ function checkParallelism(config: TrainConfig, last: ReadonlyMap<TrainOptionKey,
   }
   if (config.microbatches > config.batchSize) {
     throw badOption(`${where("microbatches")}: --microbatches ${config.microbatches} exceeds --batch-size ${config.batchSize} (each micro-batch needs a sample)`);
+  }
+  if (config.adaptive > 0 && config.mode !== "sync") {
+    throw badOption(`${where("adaptive")} needs --mode sync (every stage switches split at the same step; got --mode ${config.mode})`);
   }
   const workers = config.stages * config.replicas;
   const w = given("workers");

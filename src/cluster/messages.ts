@@ -57,6 +57,8 @@ export interface MapMsg {
   servers: { shard: number; endpoint: string; range: KeyRange }[];
   /** allreduce runs: every worker's peer endpoint, by rank */
   peers?: string[];
+  /** --adaptive pipelines: the split points from step `step` on (the same or new) */
+  replan?: { step: number; splitAt: number[] };
 }
 
 /** One worker step as reported to the coordinator. */
@@ -76,6 +78,8 @@ export interface StepRecord {
 export interface ProgressMsg {
   rank: number;
   steps: StepRecord[];
+  /** --adaptive pipelines: this worker has finished every step before `replanAt` and waits for its split */
+  replanAt?: number;
 }
 
 export interface WorkerStats {

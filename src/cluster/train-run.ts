@@ -20,7 +20,7 @@ import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
 import { checkTensorParallel } from "../tensor/tensor-worker.js";
-import { pipelineSummary, pipelineRanges, resolvePipeline, type PipelinePlanInfo, type PipelineSummary } from "../pipeline/run.js";
+import { PipelineReplanner, pipelineSummary, pipelineRanges, resolvePipeline, type PipelinePlanInfo, type PipelineSummary } from "../pipeline/run.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
 export interface RunHooks {
@@ -294,6 +294,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       pausedMs += performance.now() - p0;
     };
 
+    // --adaptive pipelines: the split for every check step, re-planned from the measured link
+    const replanner = pipelined && cfg.adaptive > 0 && prep.pipeline ? new PipelineReplanner(cfg, prep.pipeline, coordinator, totalSteps) : null;
     let pendingEvent: Promise<ControlEvent | null> | null = null;
     while (done.size < cfg.workers) {
       pendingEvent ??= coordinator.next([MsgType.PROGRESS, MsgType.DONE], cfg.timeoutMs * 2);
@@ -338,6 +340,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
           throw new PsError(ErrorCode.DIVERGED, `training diverged: worker ${pm.rank} reported loss ${s.loss} at step ${s.step} (lower --lr?)`);
         }
       }
+      if (replanner && pm.replanAt !== undefined) await guard(replanner.onArrive(pm.rank, pm.replanAt));
       // Periodic evaluation; none in the last half interval, where the final evaluation follows.
       const globalStep = totalWorkerSteps / dp;
       if (!exact && !stopRequested && globalStep >= nextEval && periodic(globalStep)) {
@@ -446,7 +449,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       evals,
       workerStats,
       ...(cfg.parallelism !== "data" ? { parallelism: cfg.parallelism } : {}),
-      ...(pipelined ? pipelineFields(pipelineSummary(cfg, workerStats, prep.pipeline)) : {}),
+      ...(pipelined ? pipelineFields(pipelineSummary(cfg, workerStats, prep.pipeline, replanner)) : {}),
     };
     runDir.writeJson("summary.json", summary);
     return summary;

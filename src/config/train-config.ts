@@ -75,6 +75,13 @@ export interface TrainConfig extends OptimizerConfig {
   replicas: number;
   /** model/hybrid: the pipeline units after which a stage ends (stages - 1 ascending values); [] = the planner chooses */
   splitAt: number[];
+  /**
+   * model/hybrid, sync: re-plan the split points during the run when the measured link bandwidth
+   * moves by more than this fraction from the one the split was planned for (0 = off)
+   */
+  adaptive: number;
+  /** with --adaptive: measure and maybe re-plan before every this many steps */
+  adaptiveEvery: number;
   model: ModelName;
   /** mnist | synthetic | synthetic-linear | PATH to a folder of IDX files */
   dataset: string;
@@ -119,6 +126,8 @@ export const DEFAULTS: TrainConfig = {
   microbatches: 1,
   replicas: 1,
   splitAt: [],
+  adaptive: 0,
+  adaptiveEvery: 20,
   model: "mlp",
   dataset: "mnist",
   partition: "iid",

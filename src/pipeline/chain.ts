@@ -72,3 +72,8 @@ export function microBounds(n: number, m: number): [number, number][] {
   for (let i = 0; i < parts; i++) out.push([Math.floor((i * n) / parts), Math.floor(((i + 1) * n) / parts)]);
   return out;
 }
+
+/** --adaptive: the steps before which the coordinator sends the split (the same or a new one). */
+export function isReplanStep(g: number, every: number, totalSteps: number): boolean {
+  return g > 0 && g < totalSteps && g % every === 0;
+}

@@ -16,10 +16,11 @@ import { partitionIndices } from "../data/partition.js";
 import { selectBackend } from "../model/backend.js";
 import { tensorFrom } from "../model/transfer.js";
 import { createModel } from "../model/zoo.js";
-import { microBounds } from "../pipeline/chain.js";
+import { isReplanStep, microBounds } from "../pipeline/chain.js";
 import { StageLink, type Neighbour } from "../pipeline/link.js";
 import { StageModel, type MicroTrace } from "../pipeline/stage-model.js";
-import { pipelineUnits, stageBounds } from "../pipeline/units.js";
+import { pipelineUnits, stageBounds, type PipelineUnit } from "../pipeline/units.js";
+import type { SequentialFlatModel } from "../model/sequential.js";
 import { bindAddress } from "../transport/endpoint.js";
 import { MsgType } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
@@ -47,31 +48,25 @@ export async function runPipelineStage(control: ControlClient, cfgMsg: ConfigMsg
   const units = pipelineUnits(model);
   const [u0, u1] = stageBounds(cfg.splitAt, units.length)[stage] ?? [];
   if (u0 === undefined || u1 === undefined) throw new PsError(ErrorCode.BAD_MESSAGE, `${self}: split points ${cfg.splitAt.join(",")} give no stage ${stage}`);
-  const sm = new StageModel(model, units, u0, u1);
   // Stage 0 needs the inputs, the last stage the labels: both draw the replica's batches.
   const parts = partitionIndices(data.trainY, data.trainCount, cfg.replicas, cfg.partition, cfg.seed, data.task);
   const mine = parts[replica];
   if (!mine) throw new Error(`${self}: no data shard`);
   const batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, replica));
 
-  // The shards of this stage's key range (the coordinator aligns shards with stages).
+  // The shards of this stage's key range (the coordinator aligns shards with stages, or with
+  // units under --adaptive, so that any split maps onto whole shards).
   const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
-  const shards = (mapMsg.body as MapMsg).servers.filter((s) => s.range.start >= sm.keys.start && s.range.end <= sm.keys.end && s.range.end > s.range.start);
-  const covered = shards.reduce((a, s) => a + s.range.end - s.range.start, 0);
-  if (covered !== sm.paramCount) throw new PsError(ErrorCode.BAD_MESSAGE, `${self}: the shards cover ${covered} of its ${sm.paramCount} keys [${sm.keys.start}, ${sm.keys.end})`);
+  const servers = (mapMsg.body as MapMsg).servers;
   const weights = new Float32Array(model.size);
   const gradient = new Float32Array(model.size);
-  const client = new ParameterClient(cfgMsg.runId, replica, shards, weights, cfg.timeoutMs);
+  const st = new StageState(model, units, stage, replica, self, cfgMsg.runId, cfg.timeoutMs, servers, weights);
+  st.use(u0, u1);
 
-  // Neighbours: bind, tell the coordinator, get every worker's endpoint, connect.
-  const largest = Math.max(sm.inSize, sm.outSize) * cfg.batchSize * 4 + 64 * 1024;
-  const link = new StageLink(cfgMsg.runId, rank, self, cfg.timeoutMs, largest);
-  const closeAll = () => {
-    link.close();
-    client.close();
-    sm.dispose();
-    model.dispose();
-  };
+  // Neighbours: bind, tell the coordinator, get every worker's endpoint, connect. A link carries
+  // any unit boundary's activations (the split may move under --adaptive).
+  const widest = Math.max(model.xSize, ...units.map((u) => u.outSize));
+  const link = new StageLink(cfgMsg.runId, rank, self, cfg.timeoutMs, widest * cfg.batchSize * 4 + 64 * 1024);
   try {
     const endpoint = await link.bind(bindAddress(cfg.transport, cfgMsg.runTag, `stage-${rank}`));
     const ready: ReadyMsg = { endpoint };
@@ -82,36 +77,106 @@ export async function runPipelineStage(control: ControlClient, cfgMsg: ConfigMsg
     const neighbour = (r: number): Neighbour => ({ rank: r, endpoint: peers[r]!, name: stageName(r, K) });
     link.connect(stage > 0 ? neighbour(rank - 1) : null, stage < K - 1 ? neighbour(rank + 1) : null);
 
-    await client.pull(0);
-    sm.setWeights(weights);
+    await st.pull(0);
     await control.send(MsgType.READY, { shardSize: mine.length });
     await control.next([MsgType.START], cfg.timeoutMs, "START");
-    await trainStage(control, cfgMsg, { sm, link, client, batcher, weights, gradient, rank, replica, stage, u0, u1, ySize: batcher.ySize, xSize: batcher.xSize });
+    await trainStage(control, cfgMsg, { st, link, batcher, weights, gradient, rank, replica, stage, xSize: batcher.xSize, ySize: batcher.ySize });
   } finally {
-    closeAll();
+    link.close();
+    st.close();
+    model.dispose();
+  }
+}
+
+/**
+ * The part of a stage that a re-plan changes: its units, its slice of the model and the shards it
+ * talks to. `use` switches at a step boundary; the new units' weights are then read at that step.
+ */
+class StageState {
+  sm: StageModel | null = null;
+  client: ParameterClient | null = null;
+  u0 = 0;
+  u1 = 0;
+  scratch = new Float32Array(0);
+  private closedSent = 0;
+  private closedReceived = 0;
+
+  constructor(
+    private readonly model: SequentialFlatModel,
+    private readonly units: readonly PipelineUnit[],
+    private readonly stage: number,
+    private readonly replica: number,
+    private readonly self: string,
+    private readonly runId: number,
+    private readonly timeoutMs: number,
+    private readonly servers: MapMsg["servers"],
+    private readonly weights: Float32Array,
+  ) {}
+
+  use(u0: number, u1: number): void {
+    this.close();
+    const sm = new StageModel(this.model, this.units, u0, u1);
+    const shards = this.servers.filter((s) => s.range.start >= sm.keys.start && s.range.end <= sm.keys.end && s.range.end > s.range.start);
+    const covered = shards.reduce((a, s) => a + s.range.end - s.range.start, 0);
+    if (covered !== sm.paramCount) throw new PsError(ErrorCode.BAD_MESSAGE, `${this.self}: the shards cover ${covered} of its ${sm.paramCount} keys [${sm.keys.start}, ${sm.keys.end})`);
+    this.sm = sm;
+    this.client = new ParameterClient(this.runId, this.replica, shards, this.weights, this.timeoutMs);
+    this.scratch = new Float32Array(sm.paramCount);
+    this.u0 = u0;
+    this.u1 = u1;
+  }
+
+  /** Switch to the stage's units under `splitAt` (from step `clock`); false if they are the same. */
+  async replan(splitAt: readonly number[], clock: number): Promise<boolean> {
+    const [a, b] = stageBounds(splitAt, this.units.length)[this.stage] ?? [];
+    if (a === undefined || b === undefined) throw new PsError(ErrorCode.BAD_MESSAGE, `${this.self}: the re-plan ${splitAt.join(",")} has no stage ${this.stage}`);
+    if (a === this.u0 && b === this.u1) return false;
+    this.use(a, b);
+    await this.pull(clock);
+    return true;
+  }
+
+  async pull(clock: number): Promise<void> {
+    await this.client!.pull(clock);
+    this.sm!.setWeights(this.weights);
+  }
+
+  get bytesSent(): number {
+    return this.closedSent + (this.client?.bytesSent ?? 0);
+  }
+
+  get bytesReceived(): number {
+    return this.closedReceived + (this.client?.bytesReceived ?? 0);
+  }
+
+  close(): void {
+    if (this.client) {
+      this.closedSent += this.client.bytesSent;
+      this.closedReceived += this.client.bytesReceived;
+      this.client.close();
+    }
+    this.sm?.dispose();
+    this.client = null;
+    this.sm = null;
   }
 }
 
 interface StageParts {
-  sm: StageModel;
+  st: StageState;
   link: StageLink;
-  client: ParameterClient;
   batcher: ShardBatcher;
   weights: Float32Array;
   gradient: Float32Array;
   rank: number;
   replica: number;
   stage: number;
-  u0: number;
-  u1: number;
   xSize: number;
   ySize: number;
 }
 
 async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StageParts): Promise<void> {
   const cfg = cfgMsg.config;
-  const { sm, link, client, batcher, weights, gradient } = p;
-  const scratch = new Float32Array(sm.paramCount);
+  const { st, link, batcher, gradient } = p;
   const t0 = performance.now();
   let pending: StepRecord[] = [];
   let lastReport = t0;
@@ -122,6 +187,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
   let samples = 0;
   let steps = 0;
   let stoppedEarly = false;
+  let lastStopping = false;
   const flush = async () => {
     if (pending.length === 0) return;
     const msg: ProgressMsg = { rank: p.rank, steps: pending };
@@ -130,6 +196,19 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
   };
 
   for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
+    // A run that stops stops here on every stage (sync: the shards' STOPPING reaches all stages
+    // at the same step); the first stage's stop marker follows.
+    if (cfg.adaptive > 0 && !lastStopping && isReplanStep(step, cfg.adaptiveEvery, cfgMsg.stepsPerWorker)) {
+      // Every worker says it has pushed step - 1; the coordinator answers when all have.
+      await flush();
+      const at: ProgressMsg = { rank: p.rank, steps: [], replanAt: step };
+      await control.send(MsgType.PROGRESS, at);
+      const m = await control.next([MsgType.MAP], cfg.timeoutMs * 4, `the split for step ${step}`);
+      const replan = (m.body as MapMsg).replan;
+      if (!replan || replan.step !== step || !Array.isArray(replan.splitAt)) throw new PsError(ErrorCode.BAD_MESSAGE, `${stageName(p.rank, cfg.stages)}: expected the split for step ${step}, got ${JSON.stringify(replan)}`);
+      await st.replan(replan.splitAt, step);
+    }
+    const sm = st.sm!;
     // Every stage draws the batch so that all stay in step; stage 0 uses x, the last stage y.
     const batch = batcher.nextBatch();
     const n = batch.size;
@@ -181,7 +260,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
         const dy = sm.isLast ? dz[m]! : await link.receive(MsgType.ACTIVATION_GRAD, step, m, a, b, sm.outSize);
         if (dy === null) throw new PsError(ErrorCode.BAD_MESSAGE, `${stageName(p.rank, cfg.stages)}: a stop marker in the backward pass of step ${step}`);
         const b0 = performance.now();
-        const dx = sm.backward(traces[m]!, tensorFrom(dy, [b - a, ...sm.outShape]), gradient, scratch);
+        const dx = sm.backward(traces[m]!, tensorFrom(dy, [b - a, ...sm.outShape]), gradient, st.scratch);
         busy += performance.now() - b0;
         if (dx !== null) await link.send(MsgType.ACTIVATION_GRAD, step, m, a, b, dx);
       }
@@ -189,8 +268,9 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       sm.endStep();
     }
     const c1 = performance.now();
-    const r = await client.pushPull(step, gradient);
-    sm.setWeights(weights);
+    const r = await st.client!.pushPull(step, gradient);
+    lastStopping = r.stopping;
+    sm.setWeights(p.weights);
     const c2 = performance.now();
     busyMs += busy;
     pipeMs += c1 - c0;
@@ -219,13 +299,13 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       rank: p.rank,
       steps,
       samples,
-      bytesSent: client.bytesSent + link.bytesSent,
-      bytesReceived: client.bytesReceived + link.bytesReceived,
+      bytesSent: st.bytesSent + link.bytesSent,
+      bytesReceived: st.bytesReceived + link.bytesReceived,
       computeSeconds: computeMs / 1000,
       commSeconds: commMs / 1000,
       slowFactor: 1,
       stoppedEarly,
-      pipeline: { replica: p.replica, stage: p.stage, unitStart: p.u0, unitEnd: p.u1, busySeconds: busyMs / 1000, pipeSeconds: pipeMs / 1000 },
+      pipeline: { replica: p.replica, stage: p.stage, unitStart: st.u0, unitEnd: st.u1, busySeconds: busyMs / 1000, pipeSeconds: pipeMs / 1000 },
     },
   };
   await control.send(MsgType.DONE, done);

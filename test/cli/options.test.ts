@@ -74,6 +74,9 @@ const SAMPLES: Record<string, [string, unknown]> = {
   microbatches: ["4", 4],
   replicas: ["2", 2],
   splitAt: ["2", [2]],
+  // the samples' mode is ssp, which --adaptive refuses: its own tests are below
+  adaptive: ["0", 0],
+  adaptiveEvery: ["5", 5],
   model: ["cnn", "cnn"],
   dataset: ["synthetic", "synthetic"],
   partition: ["dirichlet:0.5", "dirichlet:0.5"],
@@ -173,6 +176,7 @@ describe("cli/options", () => {
       assert.deepEqual(await parseOk(["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2,4"]), { ...DEFAULTS, parallelism: "model", stages: 3, model: "cnn", splitAt: [2, 4], workers: 3 });
       assert.deepEqual(await parseOk(["--parallelism", "hybrid", "--stages", "2", "--replicas", "2", "--mode", "sync"]), { ...DEFAULTS, parallelism: "hybrid", stages: 2, replicas: 2, mode: "sync", workers: 4 });
       assert.deepEqual(await parseOk([], { PS_TRAIN_PARALLELISM: "model", PS_TRAIN_STAGES: "2", PS_TRAIN_SPLIT_AT: "1" }), { ...DEFAULTS, parallelism: "model", stages: 2, splitAt: [1], workers: 2 });
+      assert.deepEqual(await parseOk(["--parallelism", "model", "--stages", "2", "--mode", "sync", "--adaptive", "0.5", "--adaptive-every", "4"]), { ...DEFAULTS, parallelism: "model", stages: 2, mode: "sync", adaptive: 0.5, adaptiveEvery: 4, workers: 2 });
     });
 
     it("--comm allreduce means sync unless another mode is asked for (which is refused)", async () => {
@@ -406,6 +410,9 @@ describe("cli/options", () => {
       [["--parallelism", "hybrid", "--stages", "2"], "--parallelism hybrid needs --replicas"],
       [["--parallelism", "model", "--replicas", "2"], "--replicas needs --parallelism hybrid"],
       [["--stages", "2"], "--stages needs --parallelism model or hybrid"],
+      [["--adaptive", "0.5"], "--adaptive needs --parallelism model or hybrid"],
+      [["--parallelism", "model", "--stages", "2", "--adaptive", "0.5"], "--adaptive needs --mode sync"],
+      [["--parallelism", "model", "--adaptive", "-1"], "--adaptive", "-1"],
       [["--microbatches", "4"], "--microbatches needs --parallelism model or hybrid"],
       [["--parallelism", "model", "--stages", "2", "--comm", "allreduce"], "--parallelism model needs --comm ps"],
       [["--parallelism", "model", "--microbatches", "100", "--batch-size", "8"], "--microbatches 100 exceeds --batch-size 8"],

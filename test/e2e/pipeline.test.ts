@@ -85,6 +85,22 @@ describe("model and hybrid parallelism, end to end (real processes, real sockets
     assert.deepEqual(sh.workerStats.map((w) => [w.pipeline?.replica, w.pipeline?.stage]), [[0, 0], [0, 1], [1, 0], [1, 1]]);
   });
 
+  it("--adaptive moves a given split during the run (shards per unit) and still trains the weights of single-process sync", async () => {
+    const [dp, ap] = pair({ dataset: "mnist", trainLimit: 600, testLimit: 100, maxSteps: 8 }, { parallelism: "model", stages: 2, microbatches: 2, splitAt: [2], adaptive: 0.5, adaptiveEvery: 3 });
+    await train(dp);
+    const sa = await train(ap);
+    const diff = maxAbsDiff(savedWeights(ap.out), savedWeights(dp.out));
+    assert.ok(diff < 1e-4, `max |w_adaptive - w_data| = ${diff}`);
+    // the given split [2] puts dense1 and dense2 together; the planner moves dense2 to stage 1
+    const replans = sa.pipeline?.replans ?? [];
+    assert.ok(replans.length >= 1, "the split was re-planned");
+    assert.equal(replans[0]!.step, 3);
+    assert.deepEqual(replans[0]!.splitAt, [1]);
+    assert.deepEqual(sa.splitAt, replans[replans.length - 1]!.splitAt);
+    assert.equal(sa.servers, 3, "one shard per unit under --adaptive");
+    assert.deepEqual(sa.workerStats.map((w) => [w.pipeline?.unitStart, w.pipeline?.unitEnd]), [[0, 1], [1, 3]]);
+  });
+
   it("a stage that dies fails the run with an error that names it", async () => {
     const cfg = smallConfig({ mode: "sync", parallelism: "model", stages: 3, workers: 3, microbatches: 2, splitAt: [1, 2], model: "mlp", epochs: 500 });
     const run = train(cfg);

@@ -162,3 +162,31 @@ describe("planner: on the real models", function () {
     });
   }
 });
+
+describe("planner: adaptive re-planning", () => {
+  const units: UnitCost[] = [
+    { name: "a", forwardMs: 3, backwardMs: 3, activationBytes: 8e6, params: 1 },
+    { name: "b", forwardMs: 1, backwardMs: 1, activationBytes: 1e3, params: 1 },
+    { name: "c", forwardMs: 2, backwardMs: 2, activationBytes: 10, params: 1 },
+  ];
+
+  it("re-plans only when the bandwidth moves past the threshold, and reports only a changed split", async () => {
+    const { AdaptivePlanner } = await import("../../src/planner/adaptive.js");
+    const fast = planSplits(units, 2, 1, { bandwidth: 1e12, latencyMs: 0 });
+    const ap = new AdaptivePlanner(units, 2, 1, 0.5, { splitAt: fast.splitAt, bandwidth: 1e12 });
+    assert.deepEqual(ap.splitAt, [1]);
+    assert.equal(ap.observe({ bandwidth: 0.6e12, latencyMs: 0 }), null, "40% down: within the threshold");
+    const slow = ap.observe({ bandwidth: 1e6, latencyMs: 0 });
+    assert.ok(slow, "a 1e6x slower link moves the cut away from the 8 MB activation");
+    assert.deepEqual(slow.splitAt, [2]);
+    assert.equal(ap.observe({ bandwidth: 1.2e6, latencyMs: 0 }), null, "20% up from the new baseline");
+    assert.deepEqual(ap.observe({ bandwidth: 1e12, latencyMs: 0 })?.splitAt, [1]);
+  });
+
+  it("a given split is re-planned at the first measurement", async () => {
+    const { AdaptivePlanner } = await import("../../src/planner/adaptive.js");
+    const ap = new AdaptivePlanner(units, 2, 1, 0.5, { splitAt: [2], bandwidth: null });
+    assert.deepEqual(ap.observe({ bandwidth: 1e12, latencyMs: 0 })?.splitAt, [1]);
+    assert.equal(ap.observe({ bandwidth: 1e12, latencyMs: 0 }), null);
+  });
+});
