@@ -20,6 +20,7 @@ import { type ControlEvent, Coordinator } from "./coordinator.js";
 import { type LauncherFactory, localLauncher } from "./launcher.js";
 import { publishPeerMap } from "../allreduce/rendezvous.js";
 import { checkTensorParallel } from "../tensor/tensor-worker.js";
+import { serverShardCount } from "../pipeline/units.js";
 import { PipelineReplanner, pipelineSummary, pipelineRanges, resolvePipeline, type PipelinePlanInfo, type PipelineSummary } from "../pipeline/run.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
@@ -161,6 +162,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const pipelined = cfg.parallelism === "model" || cfg.parallelism === "hybrid";
   const ranges = allreduce ? [] : pipelined ? pipelineRanges(model, cfg) : partitionKeys(model.size, cfg.servers);
   const nServers = ranges.length;
+  if (nServers !== serverShardCount(cfg)) throw new Error(`internal: ${nServers} shard ranges, expected ${serverShardCount(cfg)}`);
   // workers that report steps (the last stage of each pipeline) and own a data shard
   const dp = dataParallelWidth(cfg);
   const totalSteps = prep.stepsPerWorker;

@@ -8,7 +8,7 @@
  *
  * `--split-at 2,4` cuts after units 2 and 4: stages [0, 2), [2, 4), [4, 5).
  */
-import type { ModelName } from "../config/train-config.js";
+import type { ModelName, TrainConfig } from "../config/train-config.js";
 import { sampleSize } from "../data/dataset.js";
 import type { SequentialFlatModel } from "../model/sequential.js";
 import type { KeyRange } from "../ps/key-range.js";
@@ -91,4 +91,14 @@ export function evenSplit(stages: number, units: number): number[] {
   const out: number[] = [];
   for (let k = 1; k < stages; k++) out.push(Math.round((k * units) / stages));
   return out;
+}
+
+/**
+ * Server shards of a run: none with --comm allreduce; in model/hybrid parallelism --servers per
+ * stage (per unit under --adaptive); otherwise --servers. The cluster scheduler sizes gangs by it.
+ */
+export function serverShardCount(cfg: Partial<Pick<TrainConfig, "comm" | "parallelism" | "stages" | "adaptive" | "model">> & Pick<TrainConfig, "servers">): number {
+  if (cfg.comm === "allreduce") return 0;
+  if (cfg.parallelism === "model" || cfg.parallelism === "hybrid") return cfg.servers * ((cfg.adaptive ?? 0) > 0 ? pipelineUnitCount(cfg.model ?? "mlp") : (cfg.stages ?? 1));
+  return cfg.servers;
 }

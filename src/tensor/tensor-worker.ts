@@ -6,6 +6,7 @@
  * sync mode applies the mean over the T workers, which is then exactly the sum of the blocks,
  * the whole gradient. (Keys are interleaved by column, so each push covers the whole range.)
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
 import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
 import type { TrainConfig } from "../config/train-config.js";
@@ -40,6 +41,7 @@ export async function runTensorWorker(control: ControlClient, cfgMsg: ConfigMsg)
   const cfg = cfgMsg.config;
   const rank = control.rank;
   const T = cfg.workers;
+  const slow = cfg.slow[rank] ?? 1;
   await selectBackend(cfg.backend);
   const data = await loadDataset(cfg.dataset, { seed: cfg.seed, trainLimit: cfg.trainLimit, testLimit: 1 });
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
@@ -77,7 +79,12 @@ export async function runTensorWorker(control: ControlClient, cfgMsg: ConfigMsg)
       tp.setWeights(weights);
       const res = await tp.gradient(batch.x, batch.y, batch.size, gradient, allreducer);
       for (let i = 0; i < gradient.length; i++) gradient[i]! *= T;
-      const c1 = performance.now();
+      let c1 = performance.now();
+      if (slow > 1) {
+        // a straggler: the step takes `slow` times as long (the others wait for it in the collectives)
+        await sleep((slow - 1) * (c1 - c0));
+        c1 = performance.now();
+      }
       const r = await client.pushPull(step, gradient);
       const c2 = performance.now();
       computeMs += c1 - c0;
@@ -99,7 +106,7 @@ export async function runTensorWorker(control: ControlClient, cfgMsg: ConfigMsg)
     }
     await flush();
     const done: DoneMsg = {
-      worker: { rank, steps, samples, bytesSent: client.bytesSent + group.bytesSent, bytesReceived: client.bytesReceived + group.bytesReceived, computeSeconds: computeMs / 1000, commSeconds: commMs / 1000, slowFactor: 1, stoppedEarly },
+      worker: { rank, steps, samples, bytesSent: client.bytesSent + group.bytesSent, bytesReceived: client.bytesReceived + group.bytesReceived, computeSeconds: computeMs / 1000, commSeconds: commMs / 1000, slowFactor: slow, stoppedEarly },
     };
     await control.send(MsgType.DONE, done);
   } finally {

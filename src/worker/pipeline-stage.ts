@@ -8,6 +8,7 @@
  * replicas as their workers). Stage 0 and the last stage draw the same batches (same data shard,
  * same seed), so only activations travel between stages, never the input or the labels.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
 import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, StepRecord } from "../cluster/messages.js";
 import { ShardBatcher } from "../data/batcher.js";
@@ -177,6 +178,14 @@ interface StageParts {
 async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StageParts): Promise<void> {
   const cfg = cfgMsg.config;
   const { st, link, batcher, gradient } = p;
+  // --slow RANK:F: this stage takes F times as long for every forward and backward (a straggler,
+  // without using the CPU while it waits), which unbalances the pipeline on purpose
+  const slow = cfg.slow[p.rank] ?? 1;
+  const straggle = async (ms: number): Promise<number> => {
+    if (slow <= 1) return ms;
+    await sleep((slow - 1) * ms);
+    return slow * ms;
+  };
   const t0 = performance.now();
   let pending: StepRecord[] = [];
   let lastReport = t0;
@@ -243,10 +252,10 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
           loss += (l.loss * (b - a)) / n;
           correct += l.correct;
           dz.push(sm.read(l.dz));
-          busy += performance.now() - f0;
+          busy += await straggle(performance.now() - f0);
         } else {
           const out = sm.read(r.y);
-          busy += performance.now() - f0;
+          busy += await straggle(performance.now() - f0);
           await link.send(MsgType.ACTIVATION, step, m, a, b, out);
         }
       }
@@ -261,7 +270,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
         if (dy === null) throw new PsError(ErrorCode.BAD_MESSAGE, `${stageName(p.rank, cfg.stages)}: a stop marker in the backward pass of step ${step}`);
         const b0 = performance.now();
         const dx = sm.backward(traces[m]!, tensorFrom(dy, [b - a, ...sm.outShape]), gradient, st.scratch);
-        busy += performance.now() - b0;
+        busy += await straggle(performance.now() - b0);
         if (dx !== null) await link.send(MsgType.ACTIVATION_GRAD, step, m, a, b, dx);
       }
     } finally {
@@ -303,7 +312,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       bytesReceived: st.bytesReceived + link.bytesReceived,
       computeSeconds: computeMs / 1000,
       commSeconds: commMs / 1000,
-      slowFactor: 1,
+      slowFactor: slow,
       stoppedEarly,
       pipeline: { replica: p.replica, stage: p.stage, unitStart: st.u0, unitEnd: st.u1, busySeconds: busyMs / 1000, pipeSeconds: pipeMs / 1000 },
     },

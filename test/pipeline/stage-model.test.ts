@@ -2,7 +2,8 @@ import { strict as assert } from "node:assert";
 import { selectBackend } from "../../src/model/backend.js";
 import { createModel } from "../../src/model/zoo.js";
 import { chainedGradient, microBounds } from "../../src/pipeline/chain.js";
-import { evenSplit, pipelineUnitCount, pipelineUnits, stageBounds } from "../../src/pipeline/units.js";
+import { evenSplit, pipelineUnitCount, pipelineUnits, serverShardCount, stageBounds } from "../../src/pipeline/units.js";
+import { gangTasks } from "../../src/cluster/redis/job-record.js";
 import { MODELS } from "../../src/config/train-config.js";
 import { setup, type Case } from "../model/helpers.js";
 
@@ -39,6 +40,16 @@ describe("pipeline stages in one process", function () {
     assert.equal(units[units.length - 1]!.keys.end, model.size);
     assert.deepEqual(units[1]!.outShape, [5, 5, 16]);
     model.dispose();
+  });
+
+  it("server shards per stage (per unit under --adaptive), and the cluster gang of such a run", () => {
+    assert.equal(serverShardCount({ servers: 2 }), 2);
+    assert.equal(serverShardCount({ servers: 2, comm: "allreduce" }), 0);
+    assert.equal(serverShardCount({ servers: 2, parallelism: "model", stages: 3, model: "cnn" }), 6);
+    assert.equal(serverShardCount({ servers: 1, parallelism: "hybrid", stages: 2, model: "cnn", adaptive: 0.5 }), 5);
+    const gang = gangTasks({ servers: 1, workers: 4, comm: "ps", parallelism: "hybrid", stages: 2, model: "mlp", adaptive: 0 });
+    assert.equal(gang.filter((t) => t.role === "server").length, 2);
+    assert.equal(gang.filter((t) => t.role === "worker").length, 4);
   });
 
   it("stage bounds and micro-batch bounds", () => {
