@@ -10,6 +10,11 @@ export function summaryLine(summary: Summary): string {
     `staleness mean ${summary.staleness.mean.toFixed(2)} max ${summary.staleness.max}` +
     (summary.targetAccuracy !== null
       ? `  time to ${summary.targetAccuracy}: ${summary.timeToTargetSeconds === null ? "not reached" : summary.timeToTargetSeconds.toFixed(2) + " s"}`
+      : "") +
+    (summary.pipeline
+      ? `  pipeline ${summary.pipeline.stages} stages x ${summary.pipeline.microbatches} micro-batches` +
+        `${summary.pipeline.replicas > 1 ? ` x ${summary.pipeline.replicas} replicas` : ""}, split after ${summary.pipeline.splitAt.join(",") || "-"}, ` +
+        `bubble ${summary.pipeline.bubbleFraction.toFixed(2)} (ideal ${summary.pipeline.bubbleFractionIdeal.toFixed(2)})`
       : "")
   );
 }

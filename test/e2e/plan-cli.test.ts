@@ -61,6 +61,7 @@ describe("ps-train plan and pipeline flags, through the binary", function () {
     const out = join(tempDir(), "run");
     const r = cli(["--parallelism", "model", "--stages", "2", "--microbatches", "2", "--mode", "sync", "--dataset", "synthetic", "--model", "mlp", "--max-steps", "10", "--backend", "cpu", "--out", out, "--log-level", "warn"]);
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /pipeline 2 stages x 2 micro-batches, split after [12], bubble [\d.]+ \(ideal 0\.33\)/);
     const s = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as { parallelism: string; pipeline: { stages: number; splitAt: number[]; chosenBy: string } };
     assert.equal(s.parallelism, "model");
     assert.equal(s.pipeline.stages, 2);
