@@ -101,6 +101,20 @@ describe("model and hybrid parallelism, end to end (real processes, real sockets
     assert.deepEqual(sa.workerStats.map((w) => [w.pipeline?.unitStart, w.pipeline?.unitEnd]), [[0, 1], [1, 3]]);
   });
 
+  it("a pipeline that reaches --target-accuracy stops every stage of every replica at the same step (sync, and async with the stop marker)", async () => {
+    for (const mode of ["sync", "async"] as const) {
+      const cfg = smallConfig({ mode, parallelism: "hybrid", stages: 3, replicas: 2, workers: 6, microbatches: 2, splitAt: [1, 2], model: "mlp", epochs: 20, targetAccuracy: 0.6, evalEvery: 5 });
+      const s = await train(cfg);
+      assert.equal(s.stoppedEarly, true, mode);
+      assert.ok(s.timeToTargetSeconds !== null);
+      for (const r of [0, 1]) {
+        const steps = s.workerStats.filter((w) => w.pipeline?.replica === r).map((w) => w.steps);
+        assert.equal(new Set(steps).size, 1, `${mode}: replica ${r}'s stages took ${steps.join(", ")} steps`);
+      }
+      if (mode === "sync") assert.equal(s.staleness.max, 0);
+    }
+  });
+
   it("a stage that dies fails the run with an error that names it", async () => {
     const cfg = smallConfig({ mode: "sync", parallelism: "model", stages: 3, workers: 3, microbatches: 2, splitAt: [1, 2], model: "mlp", epochs: 500 });
     const run = train(cfg);
