@@ -381,7 +381,7 @@ const FIELDS: FieldTable = {
   },
   replicas: {
     group: "Parallelism",
-    describe: "--parallelism hybrid: data-parallel copies of the pipeline; workers = stages x replicas (integer >= 1)",
+    describe: "--parallelism hybrid: data-parallel copies of the pipeline (their stages share shards, or allreduce with --comm allreduce); workers = stages x replicas (integer >= 1)",
     type: "number",
     parse: int(1),
   },
@@ -887,8 +887,8 @@ function checkParallelism(config: TrainConfig, last: ReadonlyMap<TrainOptionKey,
   if (config.parallelism === "model" && config.replicas !== 1) {
     throw badOption(`${where("replicas")} needs --parallelism hybrid (got ${config.replicas} with --parallelism model)`);
   }
-  if (config.comm !== "ps") {
-    throw badOption(`${where("comm")}: --parallelism ${config.parallelism} needs --comm ps (stage weights live on the parameter-server shards)`);
+  if (config.comm === "allreduce" && config.adaptive > 0) {
+    throw badOption(`${where("adaptive")} needs --comm ps (a re-plan moves units between stages through the shards; got --comm allreduce)`);
   }
   const units = pipelineUnitCount(config.model);
   if (config.stages > units) {

@@ -45,6 +45,9 @@ export interface ResumeMsg {
 /** Rank 0 of an allreduce run: the weights after global step `step` follow as a float32 frame. */
 export interface SnapshotMsg {
   step: number;
+  /** a pipeline stage's snapshot: the keys [start, end) its frame holds (absent: all of them) */
+  start?: number;
+  end?: number;
 }
 
 export interface ReadyMsg {
@@ -112,6 +115,8 @@ export interface StageStats {
 
 export interface DoneMsg {
   worker?: WorkerStats;
+  /** a pipeline stage of an allreduce run: the keys its final-weights frame holds */
+  keys?: KeyRange;
 }
 
 export interface FailMsg {

@@ -205,7 +205,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       await coordinator.send("server", k, MsgType.CONFIG, cfgMsg, [f32Frame(init.subarray(r.start, r.end))]);
     }
     // allreduce: rank 0 gets the initial weights and broadcasts them to the others.
-    for (let w = 0; w < cfg.workers; w++) await coordinator.send("worker", w, MsgType.CONFIG, cfgMsg, allreduce && w === 0 ? [f32Frame(init)] : []);
+    // (a pipeline's stages each start from these weights: every worker gets them)
+    for (let w = 0; w < cfg.workers; w++) await coordinator.send("worker", w, MsgType.CONFIG, cfgMsg, allreduce && (w === 0 || pipelined) ? [f32Frame(init)] : []);
 
     const map: MapMsg = { servers: [] };
     if (allreduce) map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
@@ -235,7 +236,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
 
     for (const s of map.servers) shardClients.push(new PeerClient(`server shard ${s.shard}`, s.endpoint, cfg.timeoutMs));
     const evaluator: RunEvaluator = allreduce
-      ? new AllreduceEvaluator(model, dataset, coordinator)
+      ? new AllreduceEvaluator(model, dataset, coordinator, pipelined ? cfg.stages : 1)
       : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
     closeEvaluator = () => evaluator.close();
     // Every wait of the coordinator also ends as soon as any process of the run fails.
@@ -505,23 +506,30 @@ interface RunEvaluator {
  */
 class AllreduceEvaluator implements RunEvaluator {
   readonly weights: Float32Array;
-  private haveFinal = false;
+  private finals = 0;
 
   constructor(
     private readonly model: FlatModel,
     private readonly dataset: Dataset,
     private readonly coordinator: Coordinator,
+    /** workers 0..holders-1 hold the weights: rank 0, or the stages of a pipeline's replica 0 */
+    private readonly holders = 1,
   ) {
     this.weights = new Float32Array(model.size);
   }
 
   close(): void {}
 
-  private absorb(frame: Buffer | undefined, what: string): void {
-    if (!frame || frame.byteLength !== this.weights.byteLength) {
-      throw new PsError(ErrorCode.BAD_MESSAGE, `worker 0 sent ${frame?.byteLength ?? 0} bytes of weights with ${what}, the model has ${this.weights.byteLength}`);
+  private absorb(frame: Buffer | undefined, what: string, rank = 0, start = 0, end = this.weights.length): void {
+    const bytes = (end - start) * 4;
+    if (!frame || !(start >= 0 && end <= this.weights.length && end >= start) || frame.byteLength !== bytes) {
+      throw new PsError(ErrorCode.BAD_MESSAGE, `worker ${rank} sent ${frame?.byteLength ?? 0} bytes of weights with ${what}, expected ${bytes} for keys [${start}, ${end})`);
     }
-    this.weights.set(f32View(frame));
+    this.weights.set(f32View(frame), start);
+  }
+
+  private get haveFinal(): boolean {
+    return this.finals >= this.holders;
   }
 
   evaluate(): Promise<{ loss: number; accuracy: number }> {
@@ -534,11 +542,14 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   async snapshotAt(g: number, timeoutMs: number): Promise<void> {
-    const ev = await this.coordinator.next([MsgType.SNAPSHOT], timeoutMs);
-    if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
-    const step = (ev.body as SnapshotMsg | null)?.step;
-    if (ev.peer.rank !== 0 || step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected worker 0's weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
-    this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+    for (let i = 0; i < this.holders; i++) {
+      const ev = await this.coordinator.next([MsgType.SNAPSHOT], timeoutMs);
+      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `${this.holders > 1 ? `the stages of replica 0 (workers 0..${this.holders - 1})` : "worker 0"} sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
+      const body = ev.body as SnapshotMsg | null;
+      if (ev.peer.rank >= this.holders || body?.step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected weights at step ${g} from worker 0..${this.holders - 1}, got worker ${ev.peer.rank}'s at step ${String(body?.step)}`);
+      if (this.holders > 1) this.absorb(ev.frames[1], `its snapshot at step ${g}`, ev.peer.rank, body.start ?? -1, body.end ?? -1);
+      else this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+    }
   }
 
   async resumeAt(): Promise<void> {
@@ -557,9 +568,11 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   onDone(ev: ControlEvent): void {
-    if (ev.peer.rank !== 0) return;
-    this.absorb(ev.frames[1], "DONE");
-    this.haveFinal = true;
+    if (ev.peer.rank >= this.holders) return;
+    const keys = (ev.body as DoneMsg | null)?.keys;
+    if (this.holders > 1) this.absorb(ev.frames[1], "DONE", ev.peer.rank, keys?.start ?? -1, keys?.end ?? -1);
+    else this.absorb(ev.frames[1], "DONE");
+    this.finals++;
   }
 
   shardStats(): Promise<ShardStats[]> {

@@ -26,6 +26,8 @@ import { bindAddress } from "../transport/endpoint.js";
 import { MsgType } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { deriveSeed } from "../util/rng.js";
+import { StageAllreduce } from "../pipeline/stage-allreduce.js";
+import { f32View } from "../transport/frames.js";
 import { ParameterClient } from "./ps-client.js";
 
 const PROGRESS_EVERY_MS = 100;
@@ -35,7 +37,7 @@ export function stageName(rank: number, stages: number): string {
   return `worker ${rank} (replica ${Math.floor(rank / stages)}, stage ${rank % stages})`;
 }
 
-export async function runPipelineStage(control: ControlClient, cfgMsg: ConfigMsg): Promise<void> {
+export async function runPipelineStage(control: ControlClient, cfgMsg: ConfigMsg, initFrame?: Buffer): Promise<void> {
   const cfg = cfgMsg.config;
   const rank = control.rank;
   const K = cfg.stages;
@@ -55,14 +57,24 @@ export async function runPipelineStage(control: ControlClient, cfgMsg: ConfigMsg
   if (!mine) throw new Error(`${self}: no data shard`);
   const batcher = new ShardBatcher(data, mine, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, replica));
 
-  // The shards of this stage's key range (the coordinator aligns shards with stages, or with
-  // units under --adaptive, so that any split maps onto whole shards).
-  const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
-  const servers = (mapMsg.body as MapMsg).servers;
   const weights = new Float32Array(model.size);
   const gradient = new Float32Array(model.size);
-  const st = new StageState(model, units, stage, replica, self, cfgMsg.runId, cfg.timeoutMs, servers, weights);
-  st.use(u0, u1);
+  let st: StageState;
+  let ar: StageAllreduce | null = null;
+  if (cfg.comm === "allreduce") {
+    // No shards: the replicas of this stage allreduce (the group first, as the coordinator expects).
+    if (!initFrame || initFrame.byteLength !== weights.byteLength) throw new PsError(ErrorCode.BAD_MESSAGE, `${self}: CONFIG carries ${initFrame?.byteLength ?? 0} bytes of initial weights, the model needs ${weights.byteLength}`);
+    weights.set(f32View(initFrame));
+    st = new StageState(model, units, stage, replica, self, cfgMsg.runId, cfg.timeoutMs, null, weights);
+    st.use(u0, u1);
+    ar = await StageAllreduce.join(control, cfgMsg, stage, replica, st.sm!.keys, weights);
+  } else {
+    // The shards of this stage's key range (the coordinator aligns shards with stages, or with
+    // units under --adaptive, so that any split maps onto whole shards).
+    const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
+    st = new StageState(model, units, stage, replica, self, cfgMsg.runId, cfg.timeoutMs, (mapMsg.body as MapMsg).servers, weights);
+    st.use(u0, u1);
+  }
 
   // Neighbours: bind, tell the coordinator, get every worker's endpoint, connect. A link carries
   // any unit boundary's activations (the split may move under --adaptive).
@@ -81,7 +93,7 @@ export async function runPipelineStage(control: ControlClient, cfgMsg: ConfigMsg
     await st.pull(0);
     await control.send(MsgType.READY, { shardSize: mine.length });
     await control.next([MsgType.START], cfg.timeoutMs, "START");
-    await trainStage(control, cfgMsg, { st, link, batcher, weights, gradient, rank, replica, stage, xSize: batcher.xSize, ySize: batcher.ySize });
+    await trainStage(control, cfgMsg, { st, ar, link, batcher, weights, gradient, rank, replica, stage, xSize: batcher.xSize, ySize: batcher.ySize });
   } finally {
     link.close();
     st.close();
@@ -110,21 +122,23 @@ class StageState {
     private readonly self: string,
     private readonly runId: number,
     private readonly timeoutMs: number,
-    private readonly servers: MapMsg["servers"],
+    /** null: --comm allreduce (the weights are this process's own) */
+    private readonly servers: MapMsg["servers"] | null,
     private readonly weights: Float32Array,
   ) {}
 
   use(u0: number, u1: number): void {
     this.close();
     const sm = new StageModel(this.model, this.units, u0, u1);
-    const shards = this.servers.filter((s) => s.range.start >= sm.keys.start && s.range.end <= sm.keys.end && s.range.end > s.range.start);
-    const covered = shards.reduce((a, s) => a + s.range.end - s.range.start, 0);
-    if (covered !== sm.paramCount) throw new PsError(ErrorCode.BAD_MESSAGE, `${this.self}: the shards cover ${covered} of its ${sm.paramCount} keys [${sm.keys.start}, ${sm.keys.end})`);
     this.sm = sm;
-    this.client = new ParameterClient(this.runId, this.replica, shards, this.weights, this.timeoutMs);
     this.scratch = new Float32Array(sm.paramCount);
     this.u0 = u0;
     this.u1 = u1;
+    if (this.servers === null) return;
+    const shards = this.servers.filter((s) => s.range.start >= sm.keys.start && s.range.end <= sm.keys.end && s.range.end > s.range.start);
+    const covered = shards.reduce((a, s) => a + s.range.end - s.range.start, 0);
+    if (covered !== sm.paramCount) throw new PsError(ErrorCode.BAD_MESSAGE, `${this.self}: the shards cover ${covered} of its ${sm.paramCount} keys [${sm.keys.start}, ${sm.keys.end})`);
+    this.client = new ParameterClient(this.runId, this.replica, shards, this.weights, this.timeoutMs);
   }
 
   /** Switch to the stage's units under `splitAt` (from step `clock`); false if they are the same. */
@@ -138,7 +152,7 @@ class StageState {
   }
 
   async pull(clock: number): Promise<void> {
-    await this.client!.pull(clock);
+    if (this.client) await this.client.pull(clock);
     this.sm!.setWeights(this.weights);
   }
 
@@ -164,6 +178,8 @@ class StageState {
 
 interface StageParts {
   st: StageState;
+  /** --comm allreduce: the stage's replica group and optimizer */
+  ar: StageAllreduce | null;
   link: StageLink;
   batcher: ShardBatcher;
   weights: Float32Array;
@@ -277,7 +293,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       sm.endStep();
     }
     const c1 = performance.now();
-    const r = await st.client!.pushPull(step, gradient);
+    const r = p.ar ? { stopping: await p.ar.step(step, gradient, p.replica, p.stage), staleness: 0 } : await st.client!.pushPull(step, gradient);
     lastStopping = r.stopping;
     sm.setWeights(p.weights);
     const c2 = performance.now();
@@ -294,6 +310,11 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
         await flush();
       }
     }
+    // allreduce: every worker got the same RESUME {stop} at this step
+    if (r.stopping && p.ar) {
+      stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
+      break;
+    }
     // Only the first stage decides to stop (the shards' STOPPING flag may reach the stages of a
     // pipeline at different steps); the others follow its stop marker.
     if (r.stopping && sm.isFirst && step + 1 < cfgMsg.stepsPerWorker) {
@@ -308,8 +329,8 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       rank: p.rank,
       steps,
       samples,
-      bytesSent: st.bytesSent + link.bytesSent,
-      bytesReceived: st.bytesReceived + link.bytesReceived,
+      bytesSent: st.bytesSent + link.bytesSent + (p.ar?.bytesSent ?? 0),
+      bytesReceived: st.bytesReceived + link.bytesReceived + (p.ar?.bytesReceived ?? 0),
       computeSeconds: computeMs / 1000,
       commSeconds: commMs / 1000,
       slowFactor: slow,
@@ -317,5 +338,6 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       pipeline: { replica: p.replica, stage: p.stage, unitStart: st.u0, unitEnd: st.u1, busySeconds: busyMs / 1000, pipeSeconds: pipeMs / 1000 },
     },
   };
-  await control.send(MsgType.DONE, done);
+  if (p.ar) done.keys = { start: st.sm!.keys.start, end: st.sm!.keys.end };
+  await control.send(MsgType.DONE, done, p.ar ? p.ar.finalFrames(p.replica) : []);
 }

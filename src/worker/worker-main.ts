@@ -25,7 +25,7 @@ const PROGRESS_EVERY_MS = 100;
  */
 export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initFrame?: Buffer): Promise<void> {
   const cfg = cfgMsg.config;
-  if (cfg.parallelism === "model" || cfg.parallelism === "hybrid") return runPipelineStage(control, cfgMsg);
+  if (cfg.parallelism === "model" || cfg.parallelism === "hybrid") return runPipelineStage(control, cfgMsg, initFrame);
   if (cfg.parallelism === "tensor") return runTensorWorker(control, cfgMsg);
   const rank = control.rank;
   await selectBackend(cfg.backend);

@@ -414,7 +414,7 @@ describe("cli/options", () => {
       [["--parallelism", "model", "--stages", "2", "--adaptive", "0.5"], "--adaptive needs --mode sync"],
       [["--parallelism", "model", "--adaptive", "-1"], "--adaptive", "-1"],
       [["--microbatches", "4"], "--microbatches needs --parallelism model or hybrid"],
-      [["--parallelism", "model", "--stages", "2", "--comm", "allreduce"], "--parallelism model needs --comm ps"],
+      [["--parallelism", "model", "--stages", "2", "--comm", "allreduce", "--adaptive", "0.5"], "--adaptive needs --comm ps"],
       [["--parallelism", "model", "--microbatches", "100", "--batch-size", "8"], "--microbatches 100 exceeds --batch-size 8"],
       [["--parallelism", "tensor", "--model", "cnn"], "--parallelism tensor splits dense layers", "got cnn"],
       [["--parallelism", "tensor", "--mode", "async"], "--mode", "--parallelism tensor needs --mode sync"],

@@ -85,6 +85,19 @@ describe("model and hybrid parallelism, end to end (real processes, real sockets
     assert.deepEqual(sh.workerStats.map((w) => [w.pipeline?.replica, w.pipeline?.stage]), [[0, 0], [0, 1], [1, 0], [1, 1]]);
   });
 
+  it("hybrid with --comm allreduce (the replicas of each stage allreduce, no shards) matches sync data parallelism with 2 workers, evaluations included", async () => {
+    const [dp, hp] = pair({ evalEvery: 3 }, { parallelism: "hybrid", stages: 2, replicas: 2, microbatches: 2, splitAt: [1], comm: "allreduce" });
+    const sd = await train(dp);
+    const sh = await train(hp);
+    const diff = maxAbsDiff(savedWeights(hp.out), savedWeights(dp.out));
+    assert.ok(diff < 1e-4, `max |w_hybrid_allreduce - w_data| = ${diff}`);
+    assert.equal(sh.comm, "allreduce");
+    assert.equal(sh.servers, 0);
+    // the same exact-step evaluations, on the same weights
+    assert.deepEqual(sh.evals.map((e) => e.globalStep), sd.evals.map((e) => e.globalStep));
+    sh.evals.forEach((e, i) => assert.ok(Math.abs(e.testAccuracy - sd.evals[i]!.testAccuracy) < 0.01, `eval ${i}: ${e.testAccuracy} vs ${sd.evals[i]!.testAccuracy}`));
+  });
+
   it("--adaptive moves a given split during the run (shards per unit) and still trains the weights of single-process sync", async () => {
     const [dp, ap] = pair({ dataset: "mnist", trainLimit: 600, testLimit: 100, maxSteps: 8 }, { parallelism: "model", stages: 2, microbatches: 2, splitAt: [2], adaptive: 0.5, adaptiveEvery: 3 });
     await train(dp);

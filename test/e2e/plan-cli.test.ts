@@ -43,7 +43,7 @@ describe("ps-train plan and pipeline flags, through the binary", function () {
     ["--stages beyond the model's layers", ["--parallelism", "model", "--stages", "4"], /--stages 4 exceeds the 3 layer/],
     ["split points out of order", ["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "3,1"], /--split-at must be ascending/],
     ["hybrid without --replicas", ["--parallelism", "hybrid", "--stages", "2"], /needs --replicas/],
-    ["model parallelism with allreduce", ["--parallelism", "model", "--stages", "2", "--comm", "allreduce"], /needs --comm ps/],
+    ["--adaptive with allreduce", ["--parallelism", "model", "--stages", "2", "--comm", "allreduce", "--adaptive", "0.5"], /--adaptive needs --comm ps/],
     ["a bad --bandwidth", ["plan", "--bandwidth", "fast"], /--bandwidth must be a rate/],
   ] as const) {
     it(`rejects ${what}: one line, exit 2, nothing written`, () => {
