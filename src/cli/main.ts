@@ -7,6 +7,7 @@ import { addClusterCommands, clusterHandlers } from "./cluster-commands.js";
 import { addExperimentCommands } from "./experiment-commands.js";
 import { addKeysCommands } from "./keys-command.js";
 import { makeLogger } from "./logger.js";
+import { addPlanCommand } from "./plan-command.js";
 import { buildParser } from "./options.js";
 import { ProgressBar } from "./progress-bar.js";
 import { summaryLine } from "./summary-line.js";
@@ -53,7 +54,7 @@ async function train(config: TrainConfig): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   try {
-    await addKeysCommands(addExperimentCommands(addClusterCommands(buildParser(argv, { train }), clusterHandlers))).parseAsync();
+    await addPlanCommand(addKeysCommands(addExperimentCommands(addClusterCommands(buildParser(argv, { train }), clusterHandlers)))).parseAsync();
     return 0;
   } catch (err) {
     process.stderr.write(errorLine(err) + "\n");

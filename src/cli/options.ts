@@ -25,11 +25,13 @@ import {
   MODELS,
   MODES,
   OPTIMIZERS,
+  PARALLELISMS,
   TRANSPORTS,
   type TrainConfig,
   WORKER_FAILURE_POLICIES,
 } from "../config/train-config.js";
 import { CURVE_ROLES } from "../transport/curve-keys.js";
+import { pipelineUnitCount } from "../pipeline/units.js";
 import { PsError, badOption } from "../util/errors.js";
 import { resumeConfig } from "./resume-config.js";
 import { applyCurveKeys, curveKeysOption } from "./curve-option.js";
@@ -216,6 +218,28 @@ export const parseSlow: Parse<Record<number, number>> = (raw, where) => {
   throw fail(where, SLOW_FORMAT, raw);
 };
 
+/** `--split-at 2,4`: ascending integers >= 1; "" or "none" = none (the planner chooses). */
+const parseSplitAt: Parse<number[]> = (raw, where) => {
+  const requirement = "ascending integers >= 1 separated by commas, e.g. 2,4 (or none)";
+  let items: unknown[];
+  if (raw === null) return [];
+  if (Array.isArray(raw)) items = raw;
+  else if (typeof raw === "number") items = [raw];
+  else if (typeof raw === "string") {
+    const text = raw.trim();
+    if (text === "" || text.toLowerCase() === "none") return [];
+    items = text.split(",").map((t) => t.trim());
+  } else throw fail(where, requirement, raw);
+  const out: number[] = [];
+  for (const item of items) {
+    const n = toNumber(item);
+    if (n === undefined || !Number.isSafeInteger(n) || n < 1) throw fail(where, requirement, raw);
+    if (out.length > 0 && n <= out[out.length - 1]!) throw fail(where, requirement, raw);
+    out.push(n);
+  }
+  return out;
+};
+
 // ---------------------------------------------------------------------------------------------
 // The option table: one entry per TrainConfig field, in help order.
 // ---------------------------------------------------------------------------------------------
@@ -340,6 +364,50 @@ const FIELDS: FieldTable = {
     type: "string",
     defaultText: "64MiB",
     parse: byteSize(4),
+  },
+  parallelism: {
+    group: "Parallelism",
+    describe: "data (every worker holds the model), model (a pipeline of --stages workers), hybrid (--replicas copies of that pipeline) or tensor (dense layers split by output units across --workers; mlp/logreg, sync)",
+    type: "string",
+    choices: PARALLELISMS,
+    parse: choice(PARALLELISMS),
+  },
+  stages: {
+    group: "Parallelism",
+    describe: "--parallelism model/hybrid: pipeline stages, each a contiguous run of layers on its own worker (integer >= 1, at most the model's layers)",
+    type: "number",
+    parse: int(1),
+  },
+  microbatches: {
+    group: "Parallelism",
+    describe: "--parallelism model/hybrid: GPipe micro-batches per step, so that stages overlap (integer >= 1, at most --batch-size)",
+    type: "number",
+    parse: int(1),
+  },
+  replicas: {
+    group: "Parallelism",
+    describe: "--parallelism hybrid: data-parallel copies of the pipeline (their stages share shards, or allreduce with --comm allreduce); workers = stages x replicas (integer >= 1)",
+    type: "number",
+    parse: int(1),
+  },
+  splitAt: {
+    group: "Parallelism",
+    describe: "--parallelism model/hybrid: layers after which a stage ends, e.g. 2,4 (stages - 1 values); none = the planner chooses",
+    type: "string",
+    defaultText: "none",
+    parse: parseSplitAt,
+  },
+  adaptive: {
+    group: "Parallelism",
+    describe: "--parallelism model/hybrid, sync: re-plan the split points during the run when the measured link bandwidth moves by more than this fraction (e.g. 0.5); 0 = off (>= 0)",
+    type: "number",
+    parse: num({ min: 0 }),
+  },
+  adaptiveEvery: {
+    group: "Parallelism",
+    describe: "With --adaptive: measure the link and maybe re-plan every this many steps (integer >= 1)",
+    type: "number",
+    parse: int(1),
   },
   transport: {
     group: "Parallelism",
@@ -844,6 +912,12 @@ export function resolveTrainConfig(
   if (policy !== undefined && config.onWorkerFailure === "wait" && config.comm === "allreduce") {
     throw badOption(`${policy.where}: wait needs --comm ps; an allreduce run re-forms without the lost worker with shrink (got ${show(policy.raw)})`);
   }
+  checkParallelism(config, last);
+  if (config.parallelism !== "data") {
+    // Worker-failure policies, shard checkpoints and resume are built for data parallelism.
+    const unsupported = (["onWorkerFailure", "checkpointEvery", "resume"] as const).find((k) => last.has(k) && config[k] !== DEFAULTS[k]);
+    if (unsupported) throw badOption(`${last.get(unsupported)!.where}: not with --parallelism ${config.parallelism} (data parallelism only, docs/reliability.md)`);
+  }
   if (config.resume !== "") {
     return resumeConfig(config, new Map([...last].map(([k, s]) => [k, s.where])));
   }
@@ -858,6 +932,69 @@ export function resolveTrainConfig(
     }
   }
   return config;
+}
+
+/** Model and hybrid parallelism: the pipeline options against each other and the model. */
+function checkParallelism(config: TrainConfig, last: ReadonlyMap<TrainOptionKey, Setting>): void {
+  const given = (key: TrainOptionKey) => last.get(key);
+  const where = (key: TrainOptionKey) => given(key)?.where ?? `--${flagName(key)}`;
+  if (config.parallelism === "data") {
+    for (const key of ["stages", "microbatches", "replicas", "splitAt", "adaptive"] as const) {
+      const s = given(key);
+      if (s !== undefined && JSON.stringify(config[key]) !== JSON.stringify(DEFAULTS[key])) {
+        throw badOption(`${s.where} needs --parallelism model or hybrid (got ${show(s.raw)} with --parallelism data)`);
+      }
+    }
+    return;
+  }
+  if (config.parallelism === "tensor") {
+    for (const key of ["stages", "microbatches", "replicas", "splitAt", "adaptive"] as const) {
+      const s = given(key);
+      if (s !== undefined && JSON.stringify(config[key]) !== JSON.stringify(DEFAULTS[key])) {
+        throw badOption(`${s.where} needs --parallelism model or hybrid (got ${show(s.raw)} with --parallelism tensor)`);
+      }
+    }
+    if (config.model !== "mlp" && config.model !== "logreg") throw badOption(`${where("model")}: --parallelism tensor splits dense layers: use --model mlp or logreg (got ${config.model})`);
+    if (config.comm !== "ps") throw badOption(`${where("comm")}: --parallelism tensor needs --comm ps`);
+    // sync is what tensor parallelism means (the blocks make one step together), unless another mode was asked for
+    if (config.mode !== "sync" && given("mode") !== undefined) throw badOption(`${where("mode")}: --parallelism tensor needs --mode sync (the workers' gradient blocks make one step together)`);
+    config.mode = "sync";
+    return;
+  }
+  if (config.parallelism === "hybrid" && given("replicas") === undefined) {
+    throw badOption(`${where("parallelism")}: --parallelism hybrid needs --replicas R (the data-parallel copies of the pipeline)`);
+  }
+  if (config.parallelism === "model" && config.replicas !== 1) {
+    throw badOption(`${where("replicas")} needs --parallelism hybrid (got ${config.replicas} with --parallelism model)`);
+  }
+  if (config.comm === "allreduce" && config.adaptive > 0) {
+    throw badOption(`${where("adaptive")} needs --comm ps (a re-plan moves units between stages through the shards; got --comm allreduce)`);
+  }
+  const units = pipelineUnitCount(config.model);
+  if (config.stages > units) {
+    throw badOption(`${where("stages")}: --stages ${config.stages} exceeds the ${units} layer(s) model ${config.model} can be split into`);
+  }
+  if (config.splitAt.length > 0) {
+    if (config.splitAt.length !== config.stages - 1) {
+      throw badOption(`${where("splitAt")} must give stages - 1 = ${config.stages - 1} split point(s) for --stages ${config.stages} (got ${show(given("splitAt")?.raw)})`);
+    }
+    const lastSplit = config.splitAt[config.splitAt.length - 1]!;
+    if (lastSplit >= units) {
+      throw badOption(`${where("splitAt")}: split point ${lastSplit} leaves no layer for the last stage of model ${config.model} (${units} layers; split points must be < ${units})`);
+    }
+  }
+  if (config.microbatches > config.batchSize) {
+    throw badOption(`${where("microbatches")}: --microbatches ${config.microbatches} exceeds --batch-size ${config.batchSize} (each micro-batch needs a sample)`);
+  }
+  if (config.adaptive > 0 && config.mode !== "sync") {
+    throw badOption(`${where("adaptive")} needs --mode sync (every stage switches split at the same step; got --mode ${config.mode})`);
+  }
+  const workers = config.stages * config.replicas;
+  const w = given("workers");
+  if (w !== undefined && config.workers !== workers) {
+    throw badOption(`${w.where}: --workers ${config.workers} does not match --stages ${config.stages} x --replicas ${config.replicas} = ${workers} (leave --workers out)`);
+  }
+  config.workers = workers;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,12 @@ export function summaryLine(summary: Summary): string {
     (summary.targetAccuracy !== null
       ? `  time to ${summary.targetAccuracy}: ${summary.timeToTargetSeconds === null ? "not reached" : summary.timeToTargetSeconds.toFixed(2) + " s"}`
       : "") +
-    lostWorkers(summary)
+    lostWorkers(summary) +
+    (summary.pipeline
+      ? `  pipeline ${summary.pipeline.stages} stages x ${summary.pipeline.microbatches} micro-batches` +
+        `${summary.pipeline.replicas > 1 ? ` x ${summary.pipeline.replicas} replicas` : ""}, split after ${summary.pipeline.splitAt.join(",") || "-"}, ` +
+        `bubble ${summary.pipeline.bubbleFraction.toFixed(2)} (ideal ${summary.pipeline.bubbleFractionIdeal.toFixed(2)})`
+      : "")
   );
 }
 

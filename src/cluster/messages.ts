@@ -87,6 +87,9 @@ export interface ReformMsg {
 /** Rank 0 of an allreduce run: the weights after global step `step` follow as a float32 frame. */
 export interface SnapshotMsg {
   step: number;
+  /** a pipeline stage's snapshot: the keys [start, end) its frame holds (absent: all of them) */
+  start?: number;
+  end?: number;
 }
 
 /** A worker's answer to a restart "down": the gradients the shard had acknowledged from it. */
@@ -111,6 +114,8 @@ export interface MapMsg {
   restart?: { shard: number; phase: "down" | "up"; endpoint?: string };
   /** allreduce runs: every worker's peer endpoint, by rank */
   peers?: string[];
+  /** --adaptive pipelines: the split points from step `step` on (the same or new) */
+  replan?: { step: number; splitAt: number[] };
 }
 
 /** One worker step as reported to the coordinator. */
@@ -130,6 +135,8 @@ export interface StepRecord {
 export interface ProgressMsg {
   rank: number;
   steps: StepRecord[];
+  /** --adaptive pipelines: this worker has finished every step before `replanAt` and waits for its split */
+  replanAt?: number;
 }
 
 export interface WorkerStats {
@@ -146,10 +153,26 @@ export interface WorkerStats {
   shardSize?: number;
   /** allreduce runs: sha256 of this worker's final weights (every worker's must be the same) */
   weightsSha256?: string;
+  /** model/hybrid parallelism: this worker's place in the pipelines and its busy/idle time */
+  pipeline?: StageStats;
+}
+
+export interface StageStats {
+  replica: number;
+  stage: number;
+  /** the pipeline units [unitStart, unitEnd) it runs */
+  unitStart: number;
+  unitEnd: number;
+  /** forward + backward compute, seconds */
+  busySeconds: number;
+  /** wall time from each step's start to its last backward, summed (busy + waiting for neighbours) */
+  pipeSeconds: number;
 }
 
 export interface DoneMsg {
   worker?: WorkerStats;
+  /** a pipeline stage of an allreduce run: the keys its final-weights frame holds */
+  keys?: KeyRange;
 }
 
 export interface FailMsg {

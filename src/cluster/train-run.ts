@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
-import { type CommName, heartbeatTimeoutOf, type TrainConfig } from "../config/train-config.js";
+import { type CommName, dataParallelWidth, heartbeatTimeoutOf, type TrainConfig } from "../config/train-config.js";
 import type { Dataset } from "../data/dataset.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -25,6 +25,9 @@ import { reformPeerGroup } from "../allreduce/elastic.js";
 import { type WorkerFailureRecord, WorkerFailures } from "./worker-failures.js";
 import { planResume, type ResumePlan } from "./resume-plan.js";
 import { type RestartableShards, type RestartRecord, ShardRestarter } from "./shard-restarter.js";
+import { checkTensorParallel } from "../tensor/tensor-worker.js";
+import { serverShardCount } from "../pipeline/units.js";
+import { PipelineReplanner, pipelineSummary, pipelineRanges, resolvePipeline, type PipelinePlanInfo, type PipelineSummary } from "../pipeline/run.js";
 import { beforeFinalEval, type ConfigMsg, type DoneMsg, type MapMsg, type ProgressMsg, type ReadyMsg, type ResumeMsg, type SnapshotMsg, type WorkerStats } from "./messages.js";
 
 export interface RunHooks {
@@ -114,6 +117,16 @@ export interface Summary {
   resumedFrom: number | null;
   /** checkpoints passed over because they did not verify (checksum, truncation), with why */
   checkpointsSkipped: string[];
+  /** model, hybrid or tensor parallelism (absent for data parallelism) */
+  parallelism?: string;
+  /** model/hybrid parallelism: the figures experiments compare, beside the `pipeline` block */
+  stages?: number;
+  microbatches?: number;
+  replicas?: number;
+  splitAt?: number[];
+  bubbleFraction?: number;
+  /** model/hybrid parallelism: stages, micro-batches, replicas, split points, bubble fraction */
+  pipeline?: PipelineSummary;
 }
 
 export interface PreparedRun {
@@ -124,6 +137,8 @@ export interface PreparedRun {
   stepsPerWorker: number;
   /** --resume: where each shard and worker starts */
   resume: ResumePlan | null;
+  /** model/hybrid parallelism: the split points' origin and the planner's prediction */
+  pipeline?: PipelinePlanInfo;
 }
 
 const PKG_VERSION = (createRequire(import.meta.url)("../../../package.json") as { version: string }).version;
@@ -131,24 +146,29 @@ const PKG_VERSION = (createRequire(import.meta.url)("../../../package.json") as 
 /** Steps each worker takes: the whole run covers `epochs` passes over the training set. */
 export function stepsPerWorker(cfg: TrainConfig, trainCount: number): number {
   if (cfg.maxSteps > 0) return cfg.maxSteps;
-  return Math.max(1, Math.floor((cfg.epochs * trainCount) / (cfg.workers * cfg.batchSize)));
+  return Math.max(1, Math.floor((cfg.epochs * trainCount) / (dataParallelWidth(cfg) * cfg.batchSize)));
 }
 
 /**
  * Everything that can be wrong with the input is found here, before a process starts or a
  * file is written: the dataset, the model against the dataset's shape, the partition, --out.
  */
-export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
+export async function prepareRun(given: TrainConfig): Promise<PreparedRun> {
+  let config = given;
   if (config.resume === "" && config.out) RunDir.check(config.out);
   const dataset = await loadDataset(config.dataset, { seed: config.seed, trainLimit: config.trainLimit, testLimit: config.testLimit });
-  partitionIndices(dataset.trainY, dataset.trainCount, config.workers, config.partition, config.seed, dataset.task);
+  partitionIndices(dataset.trainY, dataset.trainCount, dataParallelWidth(config), config.partition, config.seed, dataset.task);
   const { backend } = await selectBackend(config.backend);
   const model = createModel(config.model, dataset.inputShape, dataset.numOutputs, dataset.task);
+  // model/hybrid parallelism: the split points (given, or chosen by the planner)
+  let pipeline: PipelinePlanInfo | undefined;
+  if (config.parallelism === "model" || config.parallelism === "hybrid") ({ config, info: pipeline } = await resolvePipeline(config, model, dataset));
+  if (config.parallelism === "tensor") checkTensorParallel(config, model);
   if (config.comm === "allreduce" && config.mode !== "sync") throw badOption(`--comm allreduce needs --mode sync (got ${config.mode})`);
   if (config.comm === "allreduce" && config.onWorkerFailure === "wait") throw badOption("--on-worker-failure wait needs --comm ps; an allreduce run re-forms without the lost worker with shrink");
   if (config.comm === "ps" && config.servers > model.size) throw badOption(`--servers ${config.servers} exceeds the model's ${model.size} parameters`);
   const resume = config.resume !== "" ? planResume(config, config.resume) : null;
-  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount), resume };
+  return { config, dataset, model, backend, stepsPerWorker: stepsPerWorker(config, dataset.trainCount), resume, ...(pipeline ? { pipeline } : {}) };
 }
 
 /** How the role processes are started: children on this machine unless a launcher is given (cluster mode). */
@@ -169,8 +189,13 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const runDir = resume ? RunDir.open(cfg.resume) : RunDir.create(out);
   // --comm allreduce: no server shards; the workers reduce among themselves.
   const allreduce = cfg.comm === "allreduce";
-  const nServers = allreduce ? 0 : cfg.servers;
-  const ranges = allreduce ? [] : partitionKeys(model.size, cfg.servers);
+  // model/hybrid parallelism: --servers shards per stage, each inside one stage's key range
+  const pipelined = cfg.parallelism === "model" || cfg.parallelism === "hybrid";
+  const ranges = allreduce ? [] : pipelined ? pipelineRanges(model, cfg) : partitionKeys(model.size, cfg.servers);
+  const nServers = ranges.length;
+  if (nServers !== serverShardCount(cfg)) throw new Error(`internal: ${nServers} shard ranges, expected ${serverShardCount(cfg)}`);
+  // workers that report steps (the last stage of each pipeline) and own a data shard
+  const dp = dataParallelWidth(cfg);
   const totalSteps = prep.stepsPerWorker;
   const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
 
@@ -211,7 +236,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const shardClients: ShardPeer[] = [];
   const memberClients: ShardPeer[] = [];
   let closeEvaluator = (): void => undefined;
-  const globalBatchSize = cfg.workers * cfg.batchSize;
+  const globalBatchSize = dp * cfg.batchSize;
   const evalInterval =
     cfg.evalEvery > 0 ? cfg.evalEvery : Math.max(1, Math.round((dataset.trainCount / globalBatchSize) * (cfg.targetAccuracy !== null ? 0.2 : 1)));
   const tellWorkerLeft = async (c: ShardPeer, rank: number): Promise<void> => {
@@ -248,9 +273,10 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       await coordinator.send("server", k, MsgType.CONFIG, msg, [f32Frame(init.subarray(r.start, r.end))]);
     }
     // allreduce: rank 0 gets the initial weights and broadcasts them to the others.
+    // (a pipeline's stages each start from these weights: every worker gets them)
     for (let w = 0; w < cfg.workers; w++) {
       const msg: ConfigMsg = resume ? { ...cfgMsg, startStep: resume.startSteps[w]! } : cfgMsg;
-      await coordinator.send("worker", w, MsgType.CONFIG, msg, allreduce && w === 0 ? [f32Frame(init)] : []);
+      await coordinator.send("worker", w, MsgType.CONFIG, msg, allreduce && (w === 0 || pipelined) ? [f32Frame(init)] : []);
     }
 
     const map: MapMsg = { servers: [] };
@@ -261,6 +287,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       map.servers.push({ shard: ev.peer.rank, endpoint: body.endpoint, range: ranges[ev.peer.rank]! });
     }, () => missingOf(nServers, new Set(map.servers.map((s) => s.shard)), "server"));
     map.servers.sort((a, b) => a.shard - b.shard);
+    if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
+    // pipeline stages: every worker's endpoint, for its neighbours
+    if (pipelined || cfg.parallelism === "tensor") map.peers = await publishPeerMap(coordinator, cfg.workers, cfg.timeoutMs);
     runDir.writeJson("config.json", {
       ...config,
       // config.json repeats the run when given back with --config; a resumed run records where it went on from
@@ -271,9 +300,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       versions: { psTrain: PKG_VERSION, node: process.version },
       paramCount: model.size,
       stepsPerWorker: totalSteps,
+      ...(prep.pipeline ? { pipelinePlan: prep.pipeline } : {}),
       cluster: { coordinator: endpoint, servers: map.servers, ...(map.peers ? { peers: map.peers } : {}), processes: launcher.pids(), security: curve ? "curve" : "none" },
     });
-    if (!allreduce) await coordinator.broadcast("worker", MsgType.MAP, map);
     const readyWorkers = new Set<number>();
     await coordinator.collect(MsgType.READY, cfg.workers, cfg.timeoutMs + 60_000, (ev) => readyWorkers.add(ev.peer.rank), () =>
       missingOf(cfg.workers, readyWorkers, "worker"),
@@ -295,7 +324,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       };
     }
     const psEvaluator = allreduce ? null : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
-    const evaluator: RunEvaluator = psEvaluator ?? new AllreduceEvaluator(model, dataset, coordinator);
+    const evaluator: RunEvaluator = psEvaluator ?? new AllreduceEvaluator(model, dataset, coordinator, pipelined ? cfg.stages : 1);
     closeEvaluator = () => evaluator.close();
     if (psEvaluator && cfg.checkpointEvery > 0 && !opts.launcher) {
       // A restarted shard also gets back the coordinator's membership socket, and learns again
@@ -323,7 +352,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     // Sync runs are evaluated at exact steps: the shards hold every read at the evaluation step,
     // so the evaluated weights (and an early stop) do not depend on timing.
     const exact = cfg.mode === "sync";
-    const startGlobal = resume ? resume.startSteps.reduce((a, b) => a + b, 0) / cfg.workers : 0;
+    const startGlobal = resume ? resume.startSteps.reduce((a, b) => a + b, 0) / cfg.workers : 0; // data parallelism only (--resume)
     const snapshotWaitMs = Math.max(cfg.timeoutMs * 20, 600_000);
     let exactSnapshot: Promise<number> | null = null;
     const snapshotAt = (g: number) => guard(evaluator.snapshotAt(g, snapshotWaitMs)).then(() => g);
@@ -341,13 +370,13 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const globalBatch = globalBatchSize;
     const evalEvery = evalInterval;
     let nextEval = firstEval;
-    let totalWorkerSteps = startGlobal * cfg.workers;
+    let totalWorkerSteps = startGlobal * dp;
     let samples = 0;
     // Global step: the mean of the steps of the workers still in the run (all of them when none was lost).
     const globalStepNow = () => {
-      if (failures.records.length === 0) return totalWorkerSteps / cfg.workers;
+      if (failures.records.length === 0) return totalWorkerSteps / dp;
       const live = failures.liveRanks();
-      return live.length > 0 ? live.reduce((a, r) => a + stepsOf[r]!, 0) / live.length : totalWorkerSteps / cfg.workers;
+      return live.length > 0 ? live.reduce((a, r) => a + stepsOf[r]!, 0) / live.length : totalWorkerSteps / dp;
     };
     const evals: EvalRecord[] = [];
     let timeToTarget: number | null = null;
@@ -381,6 +410,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       pausedMs += performance.now() - p0;
     };
 
+    // --adaptive pipelines: the split for every check step, re-planned from the measured link
+    const replanner = pipelined && cfg.adaptive > 0 && prep.pipeline ? new PipelineReplanner(cfg, prep.pipeline, coordinator, totalSteps) : null;
     let pendingEvent: Promise<ControlEvent | null> | null = null;
     let pendingChange: Promise<{ changed: true }> | null = null;
     while (!failures.finished((r) => done.has(r))) {
@@ -439,6 +470,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
           throw new PsError(ErrorCode.DIVERGED, `training diverged: worker ${pm.rank} reported loss ${s.loss} at step ${s.step} (lower --lr?)`);
         }
       }
+      if (replanner && pm.replanAt !== undefined) await guard(replanner.onArrive(pm.rank, pm.replanAt));
       // Periodic evaluation; none in the last half interval, where the final evaluation follows.
       const globalStep = globalStepNow();
       if (!exact && !stopRequested && globalStep >= nextEval && periodic(globalStep)) {
@@ -569,6 +601,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       checkpoints,
       resumedFrom: resume ? startGlobal : null,
       checkpointsSkipped: [...(resume?.skipped ?? []), ...(restarter?.records ?? []).flatMap((r) => r.skipped)],
+      ...(cfg.parallelism !== "data" ? { parallelism: cfg.parallelism } : {}),
+      ...(pipelined ? pipelineFields(pipelineSummary(cfg, workerStats, prep.pipeline, replanner)) : {}),
     };
     runDir.writeJson("summary.json", summary);
     return summary;
@@ -589,6 +623,10 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   } finally {
     await cleanup();
   }
+}
+
+function pipelineFields(p: PipelineSummary): Pick<Summary, "stages" | "microbatches" | "replicas" | "splitAt" | "bubbleFraction" | "pipeline"> {
+  return { stages: p.stages, microbatches: p.microbatches, replicas: p.replicas, splitAt: p.splitAt, bubbleFraction: p.bubbleFraction, pipeline: p };
 }
 
 function missingOf(n: number, have: Set<number>, role: "server" | "worker"): string[] {
@@ -624,7 +662,7 @@ interface RunEvaluator {
  */
 class AllreduceEvaluator implements RunEvaluator {
   readonly weights: Float32Array;
-  private haveFinal = false;
+  private finals = 0;
   /** the step of the last snapshot evaluated */
   private step = 0;
 
@@ -632,17 +670,24 @@ class AllreduceEvaluator implements RunEvaluator {
     private readonly model: FlatModel,
     private readonly dataset: Dataset,
     private readonly coordinator: Coordinator,
+    /** workers 0..holders-1 hold the weights: rank 0, or the stages of a pipeline's replica 0 */
+    private readonly holders = 1,
   ) {
     this.weights = new Float32Array(model.size);
   }
 
   close(): void {}
 
-  private absorb(frame: Buffer | undefined, what: string): void {
-    if (!frame || frame.byteLength !== this.weights.byteLength) {
-      throw new PsError(ErrorCode.BAD_MESSAGE, `worker 0 sent ${frame?.byteLength ?? 0} bytes of weights with ${what}, the model has ${this.weights.byteLength}`);
+  private absorb(frame: Buffer | undefined, what: string, rank = 0, start = 0, end = this.weights.length): void {
+    const bytes = (end - start) * 4;
+    if (!frame || !(start >= 0 && end <= this.weights.length && end >= start) || frame.byteLength !== bytes) {
+      throw new PsError(ErrorCode.BAD_MESSAGE, `worker ${rank} sent ${frame?.byteLength ?? 0} bytes of weights with ${what}, expected ${bytes} for keys [${start}, ${end})`);
     }
-    this.weights.set(f32View(frame));
+    this.weights.set(f32View(frame), start);
+  }
+
+  private get haveFinal(): boolean {
+    return this.finals >= this.holders;
   }
 
   evaluate(): Promise<{ loss: number; accuracy: number }> {
@@ -656,18 +701,22 @@ class AllreduceEvaluator implements RunEvaluator {
 
   async snapshotAt(g: number, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
+    for (let i = 0; i < this.holders; ) {
       const remaining = deadline - Date.now();
       const ev = remaining > 0 ? await this.coordinator.next([MsgType.SNAPSHOT], remaining) : null;
-      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `worker 0 sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
-      const step = (ev.body as SnapshotMsg | null)?.step;
+      if (!ev) throw new PsError(ErrorCode.TIMEOUT, `${this.holders > 1 ? `the stages of replica 0 (workers 0..${this.holders - 1})` : "worker 0"} sent no weights for the evaluation at step ${g} within ${timeoutMs} ms`);
+      const body = ev.body as SnapshotMsg | null;
+      const step = body?.step;
       // Rank 0 of the group sends them; after an elastic rollback it may send an evaluated step again.
-      if (typeof step === "number" && step < g) continue;
-      if (step !== g) throw new PsError(ErrorCode.BAD_MESSAGE, `expected the weights at step ${g}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
-      this.absorb(ev.frames[1], `its snapshot at step ${g}`);
-      this.step = g;
-      return;
+      if (this.holders === 1 && typeof step === "number" && step < g) continue;
+      if (step !== g || (this.holders > 1 && ev.peer.rank >= this.holders)) {
+        throw new PsError(ErrorCode.BAD_MESSAGE, `expected weights at step ${g} from worker 0..${this.holders - 1}, got worker ${ev.peer.rank}'s at step ${String(step)}`);
+      }
+      if (this.holders > 1) this.absorb(ev.frames[1], `its snapshot at step ${g}`, ev.peer.rank, body?.start ?? -1, body?.end ?? -1);
+      else this.absorb(ev.frames[1], `its snapshot at step ${g}`);
+      i++;
     }
+    this.step = g;
   }
 
   async resumeAt(): Promise<void> {
@@ -686,10 +735,17 @@ class AllreduceEvaluator implements RunEvaluator {
   }
 
   onDone(ev: ControlEvent): void {
-    // The final weights come with the DONE of rank 0 of the group (worker 0 unless it was lost).
-    if (ev.frames[1] === undefined) return;
-    this.absorb(ev.frames[1], "DONE");
-    this.haveFinal = true;
+    if (this.holders > 1) {
+      // A pipeline: the stages of replica 0 each send their keys.
+      if (ev.peer.rank >= this.holders) return;
+      const keys = (ev.body as DoneMsg | null)?.keys;
+      this.absorb(ev.frames[1], "DONE", ev.peer.rank, keys?.start ?? -1, keys?.end ?? -1);
+    } else {
+      // The final weights come with the DONE of rank 0 of the group (worker 0 unless it was lost).
+      if (ev.frames[1] === undefined) return;
+      this.absorb(ev.frames[1], "DONE");
+    }
+    this.finals++;
   }
 
   shardStats(): Promise<ShardStats[]> {

@@ -25,6 +25,13 @@ export type CommName = (typeof COMMS)[number];
 export const WORKER_FAILURE_POLICIES = ["abort", "shrink", "wait"] as const;
 export type WorkerFailurePolicy = (typeof WORKER_FAILURE_POLICIES)[number];
 
+/**
+ * data: every worker holds the whole model; model: a pipeline of stages; hybrid: replicas of a
+ * pipeline; tensor: every dense layer's output units split across the workers (MLP, logreg).
+ */
+export const PARALLELISMS = ["data", "model", "hybrid", "tensor"] as const;
+export type ParallelismName = (typeof PARALLELISMS)[number];
+
 export const ALLREDUCE_ALGO_NAMES = ["auto", "ring", "doubling", "halving-doubling"] as const;
 export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
 
@@ -73,6 +80,23 @@ export interface TrainConfig extends OptimizerConfig {
   allreduceSmallBytes: number;
   /** allreduce: cap of one fusion buffer, bytes */
   fusionBytes: number;
+  /** data | model (one pipeline of `stages` workers) | hybrid (`replicas` pipelines) */
+  parallelism: ParallelismName;
+  /** model/hybrid: pipeline stages, each a contiguous run of the model's layers on its own worker */
+  stages: number;
+  /** model/hybrid: GPipe micro-batches per step (the batch is split into this many) */
+  microbatches: number;
+  /** hybrid: data-parallel copies of the pipeline (workers = stages x replicas) */
+  replicas: number;
+  /** model/hybrid: the pipeline units after which a stage ends (stages - 1 ascending values); [] = the planner chooses */
+  splitAt: number[];
+  /**
+   * model/hybrid, sync: re-plan the split points during the run when the measured link bandwidth
+   * moves by more than this fraction from the one the split was planned for (0 = off)
+   */
+  adaptive: number;
+  /** with --adaptive: measure and maybe re-plan before every this many steps */
+  adaptiveEvery: number;
   model: ModelName;
   /** mnist | synthetic | synthetic-linear | PATH to a folder of IDX files */
   dataset: string;
@@ -128,6 +152,13 @@ export const DEFAULTS: TrainConfig = {
   allreduceSegmentBytes: 1024 * 1024,
   allreduceSmallBytes: 256 * 1024,
   fusionBytes: 64 * 1024 * 1024,
+  parallelism: "data",
+  stages: 1,
+  microbatches: 1,
+  replicas: 1,
+  splitAt: [],
+  adaptive: 0,
+  adaptiveEvery: 20,
   model: "mlp",
   dataset: "mnist",
   partition: "iid",
@@ -175,4 +206,18 @@ export function heartbeatTimeoutOf(cfg: Pick<TrainConfig, "heartbeatTimeout" | "
   // Below the deadline of a single wait by default, so that a worker that hangs is let go
   // (--on-worker-failure shrink|wait) before the others' own waits for it expire.
   return cfg.heartbeatTimeout > 0 ? cfg.heartbeatTimeout : Math.max(Math.ceil(cfg.timeoutMs / 2), 5 * cfg.heartbeatMs);
+}
+
+/**
+ * Workers that train on their own data shard and push whole gradients for a key range: every
+ * worker in data parallelism, one per pipeline (the replicas) in model and hybrid parallelism.
+ */
+export function dataParallelWidth(cfg: Pick<TrainConfig, "parallelism" | "workers" | "replicas">): number {
+  if (cfg.parallelism === "tensor") return 1;
+  return cfg.parallelism === "data" ? cfg.workers : cfg.replicas;
+}
+
+/** How many workers push to each shard every clock (a shard's `workers`). */
+export function shardWorkers(cfg: Pick<TrainConfig, "parallelism" | "workers" | "replicas">): number {
+  return cfg.parallelism === "tensor" ? cfg.workers : dataParallelWidth(cfg);
 }

@@ -18,19 +18,24 @@ import { readInto, tensorFrom } from "./transfer.js";
 /** Samples per forward pass in evaluate()/predict(), to bound memory. */
 export const EVAL_CHUNK = 1000;
 
-interface CompiledOp {
+export interface CompiledOp {
   op: Op;
   /** index of its first parameter tensor */
   firstParam: number;
+  /** the LayerSpec layers [firstLayer, endLayer) it computes */
+  firstLayer: number;
+  endLayer: number;
 }
 
-function compile(layers: readonly LayerSpec[], shapes: readonly number[][]): CompiledOp[] {
+/** The compute graph of a layer list: fused ops in order (a pipeline stage runs a slice of it). */
+export function compile(layers: readonly LayerSpec[], shapes: readonly number[][]): CompiledOp[] {
   const ops: CompiledOp[] = [];
   let param = 0;
   for (let i = 0; i < layers.length; i++) {
     const l = layers[i]!;
     const inShape = shapes[i]!;
     let op: Op;
+    const firstLayer = i;
     const next = layers[i + 1];
     if (l.kind === "flatten") {
       op = new FlattenOp(inShape);
@@ -42,7 +47,7 @@ function compile(layers: readonly LayerSpec[], shapes: readonly number[][]): Com
     } else {
       throw new Error(`no compute op for layer ${l.name} (${l.kind}) followed by ${next?.kind ?? "nothing"}`);
     }
-    ops.push({ op, firstParam: param });
+    ops.push({ op, firstParam: param, firstLayer, endLayer: i + 1 });
     param += op.numParams;
   }
   return ops;
@@ -55,7 +60,10 @@ export class SequentialFlatModel implements FlatModel {
   readonly xSize: number;
   readonly ySize: number;
   private readonly info: readonly ParamInfo[];
-  private readonly ops: CompiledOp[];
+  /** the compute graph, in order (pipeline stages run slices of it) */
+  readonly ops: readonly CompiledOp[];
+  /** per-sample input shape of every layer, then the output shape */
+  readonly shapes: readonly number[][];
   /** index of the first op that owns parameters: backward stops there */
   private readonly firstParamOp: number;
   private weights: tf.Tensor[] | null = null;
@@ -78,6 +86,7 @@ export class SequentialFlatModel implements FlatModel {
     this.xSize = sampleSize(inputShape);
     this.ySize = task === "classification" ? 1 : numOutputs;
     this.ops = compile(layers, shapes);
+    this.shapes = shapes.map((sh) => sh.slice());
     this.firstParamOp = this.ops.findIndex((o) => o.op.numParams > 0);
   }
 

@@ -1,6 +1,6 @@
 import type { Router } from "zeromq";
 import type { ControlClient } from "../cluster/control-client.js";
-import { heartbeatTimeoutOf } from "../config/train-config.js";
+import { heartbeatTimeoutOf, shardWorkers } from "../config/train-config.js";
 import type { ConfigMsg, ReadyMsg } from "../cluster/messages.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
@@ -26,7 +26,8 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     shard: shardIndex,
     runId: cfgMsg.runId,
     range,
-    workers: cfg.workers,
+    // in a pipeline, a shard serves one stage: its workers are that stage's replicas
+    workers: shardWorkers(cfg),
     mode: createMode(cfg.mode, cfg.staleness),
     optimizer: { ...cfg, totalSteps: cfgMsg.stepsPerWorker },
     init: f32View(initFrame),

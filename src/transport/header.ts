@@ -36,6 +36,10 @@ export const MsgType = {
   RESUME: 26,
   STATS: 27,
   ACK: 28,
+  /** pipeline: a stage's output for a micro-batch, to the next stage (see src/pipeline/link.ts) */
+  ACTIVATION: 30,
+  /** pipeline: the gradient of a stage's input for a micro-batch, back to the previous stage */
+  ACTIVATION_GRAD: 31,
   // Worker failures (docs/reliability.md, "Worker failures"); numbered apart from the rest.
   /** coordinator -> shard: a worker left the run (JSON {rank}); the shard stops waiting for it */
   WORKER_LEFT: 40,

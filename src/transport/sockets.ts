@@ -228,3 +228,12 @@ export function newDealer(peer: CurveRole, options: SocketOptions<Dealer> = {}):
 export function newPush(peer: CurveRole, options: SocketOptions<Push> = {}): Push {
   return watchClient(new Push({ ...options, ...clientOptions(peer) }));
 }
+
+/**
+ * A PULL and a PUSH for a process that measures its own loopback link (the pipeline planner's
+ * bandwidth probe): a few megabytes of constant bytes to itself over an endpoint bound for the
+ * measurement alone, so without CURVE whatever this process's keys.
+ */
+export function newSelfProbePair(timeoutMs: number): { pull: Pull; push: Push } {
+  return { pull: new Pull({ linger: 0, receiveTimeout: timeoutMs }), push: new Push({ linger: 0, sendTimeout: timeoutMs }) };
+}

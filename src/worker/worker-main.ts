@@ -12,6 +12,8 @@ import { MsgType } from "../transport/header.js";
 import { deriveSeed } from "../util/rng.js";
 import { AllreduceExchange } from "./allreduce-exchange.js";
 import type { GradientExchange } from "./exchange.js";
+import { runTensorWorker } from "../tensor/tensor-worker.js";
+import { runPipelineStage } from "./pipeline-stage.js";
 import { ParameterClient } from "./ps-client.js";
 
 const PROGRESS_EVERY_MS = 100;
@@ -23,6 +25,8 @@ const PROGRESS_EVERY_MS = 100;
  */
 export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initFrame?: Buffer): Promise<void> {
   const cfg = cfgMsg.config;
+  if (cfg.parallelism === "model" || cfg.parallelism === "hybrid") return runPipelineStage(control, cfgMsg, initFrame);
+  if (cfg.parallelism === "tensor") return runTensorWorker(control, cfgMsg);
   const rank = control.rank;
   await selectBackend(cfg.backend);
   const data = await loadDataset(cfg.dataset, { seed: cfg.seed, trainLimit: cfg.trainLimit, testLimit: 1 });

@@ -68,6 +68,15 @@ const SAMPLES: Record<string, [string, unknown]> = {
   allreduceSegmentBytes: ["64KiB", 65536],
   allreduceSmallBytes: ["4096", 4096],
   fusionBytes: ["1MiB", 1048576],
+  // hybrid needs --replicas; with the samples below: 2 stages x 2 replicas = the sample's 4 workers
+  parallelism: ["hybrid", "hybrid"],
+  stages: ["2", 2],
+  microbatches: ["4", 4],
+  replicas: ["2", 2],
+  splitAt: ["2", [2]],
+  // the samples' mode is ssp, which --adaptive refuses: its own tests are below
+  adaptive: ["0", 0],
+  adaptiveEvery: ["5", 5],
   model: ["cnn", "cnn"],
   dataset: ["synthetic", "synthetic"],
   partition: ["dirichlet:0.5", "dirichlet:0.5"],
@@ -116,9 +125,16 @@ function sample(key: string): [string, unknown] {
   return s;
 }
 
+/**
+ * Every option at once, as one run: all but those that data parallelism alone takes (the samples
+ * run a hybrid pipeline); those are tested one by one and against --parallelism below.
+ */
+const DATA_PARALLEL_ONLY = new Set<string>(["onWorkerFailure", "checkpointEvery"]);
+const TOGETHER = TRAIN_OPTIONS.filter((o) => !DATA_PARALLEL_ONLY.has(o.key));
+
 const EXPECTED: TrainConfig = {
   ...DEFAULTS,
-  ...Object.fromEntries(TRAIN_OPTIONS.map((o) => [o.key, sample(o.key)[1]])),
+  ...Object.fromEntries(TOGETHER.map((o) => [o.key, sample(o.key)[1]])),
 };
 
 describe("cli/options", () => {
@@ -172,6 +188,20 @@ describe("cli/options", () => {
       assert.deepEqual(await parseOk(["train", "--workers", "2"]), { ...DEFAULTS, workers: 2 });
     });
 
+    it("worker-failure policies and shard checkpoints are for data parallelism only", async () => {
+      await assert.rejects(parse(["--parallelism", "model", "--stages", "2", "--on-worker-failure", "shrink"]), /--on-worker-failure: not with --parallelism model/);
+      await assert.rejects(parse(["--parallelism", "tensor", "--workers", "2", "--checkpoint-every", "10"]), /--checkpoint-every: not with --parallelism tensor/);
+      assert.equal((await parseOk(["--parallelism", "model", "--stages", "2", "--on-worker-failure", "abort"])).onWorkerFailure, "abort");
+    });
+
+    it("--parallelism tensor means sync; model parallelism sets workers = stages x replicas", async () => {
+      assert.deepEqual(await parseOk(["--parallelism", "tensor", "--workers", "3"]), { ...DEFAULTS, parallelism: "tensor", mode: "sync", workers: 3 });
+      assert.deepEqual(await parseOk(["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2,4"]), { ...DEFAULTS, parallelism: "model", stages: 3, model: "cnn", splitAt: [2, 4], workers: 3 });
+      assert.deepEqual(await parseOk(["--parallelism", "hybrid", "--stages", "2", "--replicas", "2", "--mode", "sync"]), { ...DEFAULTS, parallelism: "hybrid", stages: 2, replicas: 2, mode: "sync", workers: 4 });
+      assert.deepEqual(await parseOk([], { PS_TRAIN_PARALLELISM: "model", PS_TRAIN_STAGES: "2", PS_TRAIN_SPLIT_AT: "1" }), { ...DEFAULTS, parallelism: "model", stages: 2, splitAt: [1], workers: 2 });
+      assert.deepEqual(await parseOk(["--parallelism", "model", "--stages", "2", "--mode", "sync", "--adaptive", "0.5", "--adaptive-every", "4"]), { ...DEFAULTS, parallelism: "model", stages: 2, mode: "sync", adaptive: 0.5, adaptiveEvery: 4, workers: 2 });
+    });
+
     it("--comm allreduce means sync unless another mode is asked for (which is refused)", async () => {
       assert.deepEqual(await parseOk(["--comm", "allreduce", "--workers", "8"]), { ...DEFAULTS, comm: "allreduce", mode: "sync", workers: 8 });
       assert.deepEqual(await parseOk(["--comm", "allreduce", "--mode", "sync"]), { ...DEFAULTS, comm: "allreduce", mode: "sync" });
@@ -183,15 +213,23 @@ describe("cli/options", () => {
     for (const o of TRAIN_OPTIONS) {
       it(`--${o.flag}`, async () => {
         const [text, value] = sample(o.key);
-        // the sample --slow names rank 3, so it needs 4 workers
-        const extra = o.key === "slow" ? { args: ["--workers", "4"], config: { workers: 4 } } : { args: [], config: {} };
+        // the sample --slow names rank 3, so it needs 4 workers; the pipeline options need
+        // --parallelism model or hybrid (hybrid also --replicas; workers = stages x replicas)
+        const pipeline: Record<string, { args: string[]; config: Partial<TrainConfig> }> = {
+          parallelism: { args: ["--replicas", "2"], config: { replicas: 2, workers: 2 } },
+          stages: { args: ["--parallelism", "model"], config: { parallelism: "model", workers: 2 } },
+          microbatches: { args: ["--parallelism", "model"], config: { parallelism: "model" } },
+          replicas: { args: ["--parallelism", "hybrid"], config: { parallelism: "hybrid", workers: 2 } },
+          splitAt: { args: ["--parallelism", "model", "--stages", "2"], config: { parallelism: "model", stages: 2, workers: 2 } },
+        };
+        const extra = o.key === "slow" ? { args: ["--workers", "4"], config: { workers: 4 } } : (pipeline[o.key] ?? { args: [], config: {} });
         const config = await parseOk([`--${o.flag}`, text, ...extra.args]);
         assert.deepEqual(config, { ...DEFAULTS, ...extra.config, [o.key]: value });
       });
     }
 
     it("all flags together", async () => {
-      const args = TRAIN_OPTIONS.flatMap((o) => [`--${o.flag}`, sample(o.key)[0]]);
+      const args = TOGETHER.flatMap((o) => [`--${o.flag}`, sample(o.key)[0]]);
       assert.deepEqual(await parseOk(args), EXPECTED);
     });
 
@@ -231,7 +269,7 @@ describe("cli/options", () => {
 
   describe("environment", () => {
     it("every option as a PS_TRAIN_ variable", async () => {
-      const env = Object.fromEntries(TRAIN_OPTIONS.map((o) => [o.env, sample(o.key)[0]]));
+      const env = Object.fromEntries(TOGETHER.map((o) => [o.env, sample(o.key)[0]]));
       assert.deepEqual(await parseOk([], env), EXPECTED);
       assert.deepEqual(resolveTrainConfig({}, env), EXPECTED);
     });
@@ -254,7 +292,7 @@ describe("cli/options", () => {
   });
 
   describe("config files", () => {
-    const yamlText = TRAIN_OPTIONS.map((o) => `${o.flag}: ${JSON.stringify(sample(o.key)[0])}`).join("\n") + "\n";
+    const yamlText = TOGETHER.map((o) => `${o.flag}: ${JSON.stringify(sample(o.key)[0])}`).join("\n") + "\n";
 
     it("YAML (.yaml and .yml) with kebab-case keys", async () => {
       assert.deepEqual(await parseOk(["--config", file("all.yaml", yamlText)]), EXPECTED);
@@ -262,7 +300,7 @@ describe("cli/options", () => {
     });
 
     it("JSON with camelCase keys and native types", async () => {
-      const data = Object.fromEntries(TRAIN_OPTIONS.map((o) => [o.key, sample(o.key)[1]]));
+      const data = Object.fromEntries(TOGETHER.map((o) => [o.key, sample(o.key)[1]]));
       assert.deepEqual(await parseOk(["--config", file("all.json", JSON.stringify(data))]), EXPECTED);
     });
 
@@ -390,6 +428,27 @@ describe("cli/options", () => {
       [["--slow", "1:2"], "--slow", "rank 1", "--workers 1"],
       [["--slow", "1:2,"], "--slow", '"1:2,"'],
       [["--no-workers"], "--workers", "false"],
+      [["--parallelism", "pipeline"], "--parallelism", '"pipeline"', "data, model, hybrid"],
+      [["--parallelism", "model", "--stages", "4"], "--stages", "--stages 4 exceeds the 3 layer(s) model mlp"],
+      [["--parallelism", "model", "--stages", "6", "--model", "cnn"], "--stages 6 exceeds the 5 layer(s) model cnn"],
+      [["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "4,2"], "--split-at must be ascending integers", '"4,2"'],
+      [["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2,2"], "--split-at", '"2,2"'],
+      [["--parallelism", "model", "--stages", "3", "--model", "cnn", "--split-at", "2"], "--split-at must give stages - 1 = 2 split point(s)"],
+      [["--parallelism", "model", "--stages", "2", "--model", "cnn", "--split-at", "5"], "split point 5 leaves no layer for the last stage"],
+      [["--parallelism", "model", "--stages", "2", "--split-at", "0"], "--split-at", '"0"'],
+      [["--parallelism", "hybrid", "--stages", "2"], "--parallelism hybrid needs --replicas"],
+      [["--parallelism", "model", "--replicas", "2"], "--replicas needs --parallelism hybrid"],
+      [["--stages", "2"], "--stages needs --parallelism model or hybrid"],
+      [["--adaptive", "0.5"], "--adaptive needs --parallelism model or hybrid"],
+      [["--parallelism", "model", "--stages", "2", "--adaptive", "0.5"], "--adaptive needs --mode sync"],
+      [["--parallelism", "model", "--adaptive", "-1"], "--adaptive", "-1"],
+      [["--microbatches", "4"], "--microbatches needs --parallelism model or hybrid"],
+      [["--parallelism", "model", "--stages", "2", "--comm", "allreduce", "--adaptive", "0.5"], "--adaptive needs --comm ps"],
+      [["--parallelism", "model", "--microbatches", "100", "--batch-size", "8"], "--microbatches 100 exceeds --batch-size 8"],
+      [["--parallelism", "tensor", "--model", "cnn"], "--parallelism tensor splits dense layers", "got cnn"],
+      [["--parallelism", "tensor", "--mode", "async"], "--mode", "--parallelism tensor needs --mode sync"],
+      [["--parallelism", "tensor", "--stages", "2"], "--stages needs --parallelism model or hybrid"],
+      [["--parallelism", "hybrid", "--stages", "2", "--replicas", "2", "--workers", "3"], "--workers 3 does not match --stages 2 x --replicas 2 = 4"],
     ];
     for (const [args, ...parts] of cases) {
       it(args.join(" "), async () => {

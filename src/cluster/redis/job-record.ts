@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Redis } from "ioredis";
+import { serverShardCount } from "../../pipeline/units.js";
 import type { TrainConfig } from "../../config/train-config.js";
 import type { Progress, Summary } from "../train-run.js";
 import type { ClusterKeys } from "./keys.js";
@@ -79,10 +80,13 @@ export interface TaskEvent extends Task {
   last?: string;
 }
 
-/** The tasks of a job, in gang order: the coordinator, K server shards (none for --comm allreduce), N workers. */
-export function gangTasks(config: Pick<TrainConfig, "servers" | "workers"> & { comm?: string }): Task[] {
+/**
+ * The tasks of a job, in gang order: the coordinator, its server shards (none for --comm
+ * allreduce; per stage in a pipeline, see serverShardCount), N workers.
+ */
+export function gangTasks(config: Pick<TrainConfig, "servers" | "workers"> & Partial<Pick<TrainConfig, "comm" | "parallelism" | "stages" | "adaptive" | "model">>): Task[] {
   const tasks: Task[] = [{ role: "coordinator", rank: 0 }];
-  const servers = config.comm === "allreduce" ? 0 : config.servers;
+  const servers = serverShardCount(config);
   for (let k = 0; k < servers; k++) tasks.push({ role: "server", rank: k });
   for (let w = 0; w < config.workers; w++) tasks.push({ role: "worker", rank: w });
   return tasks;
