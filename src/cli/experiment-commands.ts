@@ -8,7 +8,8 @@ import { load } from "js-yaml";
 import type { Argv } from "yargs";
 import { type Axis, expandGrid, parseAxis } from "../experiment/grid.js";
 import { writeReport } from "../experiment/report.js";
-import { type ClusterTarget, runGrid } from "../experiment/run-grid.js";
+import { type ClusterTarget, type GridProgress, runGrid } from "../experiment/run-grid.js";
+import { GridProgressBar } from "./progress-bar.js";
 import { checkRedisUrl } from "../cluster/redis/connection.js";
 import { badOption, PsError } from "../util/errors.js";
 import { CURVE_ROLES } from "../transport/curve-keys.js";
@@ -141,7 +142,12 @@ export function addExperimentCommands<T>(y: Argv<T>): Argv<T> {
           if (a["transport"] !== undefined && a["transport"] !== "tcp") throw badOption("--transport: cluster jobs run over tcp (leave --transport out)");
           cluster = { redis: url, prefix: String(a["prefix"] ?? "ps-train"), connectTimeoutMs: 10_000, waitTimeoutMs: 86_400_000, maxRetries };
         }
-        const r = await runGrid(out, axes, seeds, cells, { line: (t) => process.stderr.write(`experiment: ${t}\n`) }, cluster);
+        // On a terminal (and not --progress off) a bar over the cells, with the time left.
+        const tty = process.stderr.isTTY && a["progress"] !== "off" && cluster === null;
+        const bar = tty ? new GridProgressBar(process.stderr) : null;
+        const line = (t: string) => (bar ? bar.line(`experiment: ${t}`) : process.stderr.write(`experiment: ${t}\n`));
+        const r = await runGrid(out, axes, seeds, cells, { line, ...(bar ? { progress: (p: GridProgress) => bar.update(p) } : {}) }, cluster);
+        bar?.clear();
         process.stdout.write(`${r.ok} finished, ${r.failed} failed, ${r.skipped} skipped; ${out}/report.md, ${out}/results.csv\n`);
         // The grid went on past failed runs; its exit status still says that some failed.
         if (r.failed > 0) throw new Error(`${r.failed} run${r.failed > 1 ? "s" : ""} of the grid failed (why: ${out}/report.md; run the command again to retry them)`);

@@ -1,4 +1,5 @@
 import type { Progress } from "../cluster/train-run.js";
+import { duration, type GridProgress } from "../experiment/run-grid.js";
 
 /** One self-overwriting line on a terminal: epoch, step, loss, accuracy, samples/s. */
 export class ProgressBar {
@@ -28,4 +29,33 @@ export class ProgressBar {
 
 function fmt(v: number, digits: number): string {
   return Number.isFinite(v) ? v.toFixed(digits) : "-";
+}
+
+/**
+ * The progress of an experiment grid on a terminal: one self-overwriting line with a bar over the
+ * cells (the running cell counted by its own progress), the time left, and the running cell.
+ * Lines written through line() appear above it.
+ */
+export class GridProgressBar {
+  private lastLen = 0;
+  constructor(private readonly stream: NodeJS.WriteStream) {}
+
+  update(p: GridProgress): void {
+    const width = 24;
+    const frac = p.total > 0 ? Math.min(1, (p.done + p.fraction) / p.total) : 1;
+    const filled = Math.round(frac * width);
+    const text = `${"█".repeat(filled)}${"░".repeat(width - filled)} cell ${Math.min(p.done + 1, p.total)}/${p.total} ${(100 * frac).toFixed(0)}% ETA ${duration(p.etaSeconds)}  ${p.label}`.slice(0, (this.stream.columns || 120) - 1);
+    this.stream.write(`\r${text}${" ".repeat(Math.max(0, this.lastLen - text.length))}`);
+    this.lastLen = text.length;
+  }
+
+  line(text: string): void {
+    this.clear();
+    this.stream.write(`${text}\n`);
+  }
+
+  clear(): void {
+    if (this.lastLen > 0) this.stream.write(`\r${" ".repeat(this.lastLen)}\r`);
+    this.lastLen = 0;
+  }
 }

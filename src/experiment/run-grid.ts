@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { prepareRun, runLocal } from "../cluster/train-run.js";
+import { type Progress, prepareRun, runLocal } from "../cluster/train-run.js";
 import { JobClient } from "../cluster/redis/job-client.js";
 import { errorLine } from "../util/errors.js";
 import { type Axis, type Cell, cellFinished, clearCell } from "./grid.js";
@@ -9,6 +9,20 @@ import { type GridRecord, writeReport } from "./report.js";
 export interface GridHooks {
   /** one line per cell as it starts and ends (the progress over cells, with an ETA) */
   line?: (text: string) => void;
+  /** local grids: the progress over cells, often (for a bar on a terminal) */
+  progress?: (p: GridProgress) => void;
+}
+
+/** Where a local grid stands: cells done, the running cell's own progress, the time left. */
+export interface GridProgress {
+  /** cells finished in this invocation, and to run in it */
+  done: number;
+  total: number;
+  /** the running cell ("mode=sync seed=1") and how far it is (0..1) */
+  label: string;
+  fraction: number;
+  /** seconds left for the grid, from the time per cell so far (NaN before any estimate) */
+  etaSeconds: number;
 }
 
 /** Run the cells as jobs of a ps-train cluster (Redis + BullMQ) instead of one after another here. */
@@ -21,7 +35,7 @@ export interface ClusterTarget {
   maxRetries: number;
 }
 
-function duration(s: number): string {
+export function duration(s: number): string {
   if (!Number.isFinite(s)) return "?";
   const m = Math.floor(s / 60);
   return m > 0 ? `${m}m${String(Math.round(s % 60)).padStart(2, "0")}s` : `${s.toFixed(0)}s`;
@@ -70,8 +84,14 @@ export async function runGrid(
     const eta = i > 0 ? (elapsed / i) * (todo.length - i) : NaN;
     line(`[${i + 1}/${todo.length}] ${label}${i > 0 ? `  (ETA ${duration(eta)})` : ""}`);
     clearCell(dir);
+    const onProgress = (p: Progress) => {
+      const fraction = p.totalSteps > 0 ? Math.min(1, p.globalStep / p.totalSteps) : 0;
+      const spent = (performance.now() - t0) / 1000;
+      const cells = i + fraction;
+      hooks.progress?.({ done: i, total: todo.length, label, fraction, etaSeconds: cells > 0.05 ? (spent / cells) * (todo.length - cells) : NaN });
+    };
     try {
-      const s = await runLocal(await prepareRun({ ...c.config!, out: dir, progress: "off" }));
+      const s = await runLocal(await prepareRun({ ...c.config!, out: dir, progress: "off" }), hooks.progress ? { onProgress } : {});
       counts.ok++;
       line(`    test accuracy ${(s.testAccuracy * 100).toFixed(2)}%, ${s.trainSeconds.toFixed(1)} s${s.timeToTargetSeconds !== null ? `, target at ${s.timeToTargetSeconds.toFixed(1)} s` : ""}`);
     } catch (err) {

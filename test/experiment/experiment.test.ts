@@ -7,6 +7,8 @@ import { expandGrid, parseAxis } from "../../src/experiment/grid.js";
 import { chartSvg, ticks } from "../../src/experiment/plot.js";
 import { band } from "../../src/experiment/plots.js";
 import { meanStd, readResults } from "../../src/experiment/report.js";
+import { type GridProgress, runGrid } from "../../src/experiment/run-grid.js";
+import { GridProgressBar } from "../../src/cli/progress-bar.js";
 import { TestCluster } from "../helpers/cluster.js";
 import { haveRedisServer, TestRedis } from "../helpers/redis.js";
 import { tempDir } from "../helpers/run.js";
@@ -61,6 +63,28 @@ describe("experiment grids", function () {
     assert.equal((svg.match(/<polyline/g) ?? []).length, 1);
     assert.equal((svg.match(/<polygon/g) ?? []).length, 1, "the band of the series with a spread");
     assert.match(svg, /b&lt;c/);
+  });
+
+  it("a local grid reports its progress over cells (for the terminal's bar), with the time left", async function () {
+    this.timeout(60_000);
+    const axes = [parseAxis("mode=sync,async")];
+    const cells = expandGrid({ dataset: "synthetic", model: "logreg", "max-steps": "40", backend: "cpu", "log-level": "silent", "eval-every": "0" }, axes, 1, {});
+    const seen: GridProgress[] = [];
+    const r = await runGrid(join(tempDir(), "exp"), axes, 1, cells, { progress: (p) => seen.push(p) });
+    assert.equal(r.ok, 2);
+    assert.ok(seen.some((p) => p.done === 0) && seen.some((p) => p.done === 1), "both cells reported");
+    assert.ok(seen.every((p) => p.total === 2 && p.fraction >= 0 && p.fraction <= 1));
+    const later = seen.filter((p) => p.done === 1);
+    assert.ok(later.every((p) => Number.isFinite(p.etaSeconds) && p.etaSeconds >= 0), "an estimate once a cell is done");
+    assert.match(later[0]!.label, /mode=async seed=1/);
+
+    // The bar: one self-overwriting line; a line written through it goes above, the bar cleared first.
+    let out = "";
+    const bar = new GridProgressBar({ columns: 200, write: (t: string) => ((out += t), true) } as unknown as NodeJS.WriteStream);
+    bar.update({ done: 1, total: 4, label: "mode=ssp seed=2", fraction: 0.5, etaSeconds: 95 });
+    assert.match(out, /^\r█{9}░{15} cell 2\/4 38% ETA 1m35s {2}mode=ssp seed=2$/);
+    bar.line("experiment: [3/4] next");
+    assert.match(out, /\r {50,}\rexperiment: \[3\/4\] next\n$/);
   });
 
   it("mean and sample standard deviation", () => {
