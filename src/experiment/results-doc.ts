@@ -27,18 +27,24 @@ export interface Run {
   secondsToTarget: number | null;
   epochsToTarget: number | null;
   samplesPerSecond: number;
-  /** bytes workers sent and received per global step */
+  /** bytes workers sent and received per global step, all workers together */
   bytesPerStep: number;
+  /** bytes per global step of the busiest process: the server (one shard), or one worker of allreduce */
+  busiestBytesPerStep: number;
   stalenessMean: number;
   stalenessP99: number;
 }
 
 export function toRun(row: ResultRow): Run {
-  const s = row.summary as (ResultRow["summary"] & { evals?: Eval[]; bytesByRole?: { worker: { sent: number; received: number } } }) | null;
+  const s = row.summary as
+    | (ResultRow["summary"] & { evals?: Eval[]; workers?: number; servers?: number; bytesByRole?: { worker: { sent: number; received: number }; server?: { sent: number; received: number } } })
+    | null;
   const ok = row.status === "ok" && s !== null;
   const target = s?.targetAccuracy ?? null;
   const hit = ok && target !== null ? (s.evals ?? []).find((e) => e.testAccuracy >= target) : undefined;
   const worker = s?.bytesByRole?.worker;
+  const server = s?.bytesByRole?.server;
+  const perStep = (b: { sent: number; received: number } | undefined, n: number) => (ok && b && s.steps ? (b.sent + b.received) / s.steps / n : NaN);
   return {
     row,
     ok,
@@ -47,7 +53,8 @@ export function toRun(row: ResultRow): Run {
     secondsToTarget: ok ? s.timeToTargetSeconds ?? null : null,
     epochsToTarget: hit ? hit.epoch : null,
     samplesPerSecond: ok ? s.samplesPerSecond ?? NaN : NaN,
-    bytesPerStep: ok && worker && s.steps ? (worker.sent + worker.received) / s.steps : NaN,
+    bytesPerStep: perStep(worker, 1),
+    busiestBytesPerStep: server && server.sent + server.received > 0 ? Math.max(perStep(server, s?.servers ?? 1), perStep(worker, s?.workers ?? 1)) : perStep(worker, s?.workers ?? 1),
     stalenessMean: ok ? s.staleness?.mean ?? NaN : NaN,
     stalenessP99: ok ? s.staleness?.p99 ?? NaN : NaN,
   };
@@ -258,28 +265,30 @@ function psVsAllreduce(runs: readonly Run[]): Section {
     const ar = cell(w, "allreduce");
     const sPs = mean(ps.map((r) => r.samplesPerSecond));
     const sAr = mean(ar.map((r) => r.samplesPerSecond));
-    const bPs = mean(ps.map((r) => r.bytesPerStep));
-    const bAr = mean(ar.map((r) => r.bytesPerStep));
+    const hPs = mean(ps.map((r) => r.busiestBytesPerStep));
+    const hAr = mean(ar.map((r) => r.busiestBytesPerStep));
     rows.push([
       String(w),
       pm(ps.map((r) => r.samplesPerSecond), 0),
       pm(ar.map((r) => r.samplesPerSecond), 0),
       f2(sAr / sPs),
-      f2(bPs / 1e6),
-      f2(bAr / 1e6),
+      f2(hPs / 1e6),
+      f2(hAr / 1e6),
+      f2(mean(ps.map((r) => r.bytesPerStep)) / 1e6),
+      f2(mean(ar.map((r) => r.bytesPerStep)) / 1e6),
       pm(ps.filter((r) => r.ok).map((r) => r.accuracy), 2, 100),
       pm(ar.filter((r) => r.ok).map((r) => r.accuracy), 2, 100),
     ]);
     if (w >= 2 && Number.isFinite(sPs) && Number.isFinite(sAr)) {
-      checks.push(bAr < bPs, sAr > sPs);
-      why.push(`${w} workers: allreduce moves ${f2(bAr / 1e6)} MB per step against ${f2(bPs / 1e6)} MB through the server, at ${f2(sAr / sPs)}× the server's samples/s.`);
+      checks.push(hAr < hPs, sAr > sPs);
+      why.push(`${w} workers: the busiest allreduce process moves ${f2(hAr / 1e6)} MB per step against the server's ${f2(hPs / 1e6)} MB; allreduce runs at ${f2(sAr / sPs)}× the server path's samples/s.`);
     }
   }
-  const text = table(["workers", "samples/s, ps", "samples/s, allreduce", "allreduce / ps", "MB per step, ps", "MB per step, allreduce", "test accuracy (%), ps", "test accuracy (%), allreduce"], rows);
+  const head = ["workers", "samples/s, ps", "samples/s, allreduce", "allreduce / ps", "MB/step busiest, ps (server)", "MB/step busiest, allreduce (a worker)", "MB/step all workers, ps", "MB/step all workers, allreduce", "test accuracy (%), ps", "test accuracy (%), allreduce"];
   return {
-    table: text + "\n\nMB per step: bytes every worker sent and received in one global step (one step of every worker), summed over workers.",
+    table: table(head, rows) + "\n\nMB per step: bytes sent and received in one global step (one step of every worker); busiest: the process that moves the most (the parameter server; in allreduce every worker moves the same); all workers: summed over the workers.",
     verdict: verdictOf(checks),
-    rule: "supported if, for every worker count ≥ 2, allreduce moves fewer bytes per step and gives more samples/s than the parameter server",
+    rule: "supported if, for every worker count ≥ 2, the busiest allreduce process moves fewer bytes per step than the parameter server and allreduce gives more samples/s",
     why,
     plots: ["samples-per-second-vs-workers", "accuracy-vs-time"],
   };

@@ -8,7 +8,7 @@ import { tempDir } from "../helpers/run.js";
 let nextId = 0;
 
 /** A finished (or diverged) run as `readResults` gives it. */
-function row(values: Record<string, string>, s: { acc?: number; tta?: number | null; epochs?: number[]; sps?: number; bytes?: number; diverged?: boolean }): ResultRow {
+function row(values: Record<string, string>, s: { acc?: number; tta?: number | null; epochs?: number[]; sps?: number; bytes?: number; serverBytes?: number; diverged?: boolean }): ResultRow {
   const target = s.tta !== undefined ? 0.97 : null;
   const evals = (s.epochs ?? []).map((epoch, i, all) => ({ epoch, t: i, testAccuracy: i === all.length - 1 && s.tta !== null ? 0.975 : 0.9 }));
   if (s.diverged) return { id: `r${nextId++}`, values, seed: 1, status: "failed", summary: null, error: "PS_ERR_DIVERGED: training diverged: worker 1 reported loss NaN" };
@@ -26,7 +26,12 @@ function row(values: Record<string, string>, s: { acc?: number; tta?: number | n
       samplesPerSecond: s.sps ?? 1000,
       steps: 10,
       staleness: { mean: 1, p99: 2, max: 3 },
-      ...({ evals, bytesByRole: { worker: { sent: s.bytes ?? 0, received: s.bytes ?? 0 } } } as object),
+      ...({
+        evals,
+        workers: Number(values["workers"] ?? 1),
+        servers: 1,
+        bytesByRole: { worker: { sent: s.bytes ?? 0, received: s.bytes ?? 0 }, server: { sent: s.serverBytes ?? 0, received: s.serverBytes ?? 0 } },
+      } as object),
     },
   };
 }
@@ -63,16 +68,19 @@ describe("docs/RESULTS.md verdicts", () => {
     assert.equal(ANALYSES["3-async-scaling"]!(runs({ acc: 0.965 })).verdict, "not supported");
   });
 
-  it("ps vs allreduce: bytes per step and samples/s compared at each worker count from 2", () => {
-    const runs = [
-      row({ comm: "ps", workers: "1" }, { sps: 100, bytes: 10 }),
-      row({ comm: "allreduce", workers: "1" }, { sps: 90, bytes: 0 }),
-      row({ comm: "ps", workers: "2" }, { sps: 100, bytes: 40e6 }),
-      row({ comm: "allreduce", workers: "2" }, { sps: 150, bytes: 20e6 }),
-    ].map(toRun);
-    const s = ANALYSES["4-ps-vs-allreduce"]!(runs);
+  it("ps vs allreduce: the busiest process's bytes per step and samples/s compared at each worker count from 2", () => {
+    // 10 steps; ps: the server moves 2 x 40 MB, each of 2 workers 2 x 20 MB; allreduce: each of 2 workers 2 x 10 MB
+    const runs = (arSps: number) =>
+      [
+        row({ comm: "ps", workers: "1" }, { sps: 100, bytes: 10, serverBytes: 10 }),
+        row({ comm: "allreduce", workers: "1" }, { sps: 90, bytes: 0 }),
+        row({ comm: "ps", workers: "2" }, { sps: 100, bytes: 40e6, serverBytes: 40e6 }),
+        row({ comm: "allreduce", workers: "2" }, { sps: arSps, bytes: 20e6 }),
+      ].map(toRun);
+    const s = ANALYSES["4-ps-vs-allreduce"]!(runs(150));
     assert.equal(s.verdict, "supported", s.why.join(" "));
-    assert.match(s.table, /\| 2 \| 100 \| 150 \| 1\.50 \| 8\.00 \| 4\.00 \|/);
+    assert.match(s.table, /\| 2 \| 100 \| 150 \| 1\.50 \| 8\.00 \| 2\.00 \| 8\.00 \| 4\.00 \|/);
+    assert.equal(ANALYSES["4-ps-vs-allreduce"]!(runs(80)).verdict, "partly supported", "fewer bytes at the busiest process, but slower");
   });
 
   it("renders a section per experiment with the claim, the command, the plots copied into docs, and 'not run yet' for the others", () => {
