@@ -316,14 +316,14 @@ function nonIid(runs: readonly Run[]): Section {
       const drops = modes.map((m) => ({ m, d: acc("iid", m) - acc(p, m) }));
       const dSync = drops.find((x) => x.m === "sync")!.d;
       checks.push(dSync < 0.01);
-      for (const x of drops) if (x.m !== "sync") checks.push(x.d > dSync);
+      for (const x of drops) if (x.m !== "sync") checks.push(x.d >= dSync + 0.005);
       why.push(`${p}: accuracy lost against iid (points): ${drops.map((x) => `${x.m} ${f2(100 * x.d)}`).join(", ")}.`);
     }
   }
   return {
     table: text,
     verdict: verdictOf(checks),
-    rule: "supported if, for each non-IID split, sync loses less than 1 point of final accuracy against iid and every other mode loses more than sync",
+    rule: "supported if, for each non-IID split, sync loses less than 1 point of final accuracy against iid and every other mode loses at least 0.5 points more than sync (smaller differences are within the spread between seeds here)",
     why,
     plots: ["accuracy-vs-epochs", "loss-vs-epochs"],
   };
@@ -338,6 +338,8 @@ export const ANALYSES: Record<string, (runs: readonly Run[]) => Section> = {
 };
 
 export interface Sitting {
+  /** what else ran on the machine meanwhile, if anything (written by hand into sitting.json) */
+  note?: string;
   started: string;
   minutes: number;
   loadBefore: number;
@@ -375,7 +377,8 @@ export function renderResults(a: ResultsPaths, names: readonly string[], sitting
   if (sitting) {
     out.push(
       `Sitting: started ${sitting.started}, ${sitting.minutes.toFixed(0)} minutes, on ${cpus().length} cores (${cpus()[0]?.model.trim() ?? "unknown CPU"}); 1-minute load average ${sitting.loadBefore.toFixed(2)} before and ${sitting.loadAfter.toFixed(2)} after. ` +
-        "Wall-clock figures depend on what else the machine ran; compare rows within one table, not across sittings.",
+        "Wall-clock figures depend on what else the machine ran; compare rows within one table, not across sittings." +
+        (sitting.note ? ` ${sitting.note}` : ""),
       "",
     );
   }
