@@ -1,11 +1,9 @@
 import { strict as assert } from "node:assert";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Redis } from "ioredis";
-import { freePort } from "../../src/util/free-port.js";
-import { haveRedisServer } from "../helpers/redis.js";
+import { haveRedisServer, TestRedis } from "../helpers/redis.js";
 import { tempDir } from "../helpers/run.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -25,56 +23,6 @@ function oneLine(stderr: string): string {
   const lines = stderr.trim().split("\n");
   assert.equal(lines.length, 1, `one line on stderr, got: ${stderr}`);
   return lines[0]!;
-}
-
-/** A real redis-server with requirepass and/or a TLS port, in its own folder. */
-class SecuredRedis {
-  private proc: ChildProcess | null = null;
-  readonly dir = tempDir("ps-train-redis-sec-");
-  port = 0;
-
-  async start(opts: { password?: string; tls?: { cert: string; key: string; ca: string } }): Promise<void> {
-    this.port = await freePort();
-    const args = ["--bind", "127.0.0.1", "--dir", this.dir, "--save", "", "--appendonly", "no", "--logfile", join(this.dir, "redis.log")];
-    if (opts.password) args.push("--requirepass", opts.password);
-    if (opts.tls) args.push("--port", "0", "--tls-port", String(this.port), "--tls-cert-file", opts.tls.cert, "--tls-key-file", opts.tls.key, "--tls-ca-cert-file", opts.tls.ca, "--tls-auth-clients", "no");
-    else args.push("--port", String(this.port));
-    this.proc = spawn("redis-server", args, { stdio: "ignore" });
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const c = new Redis({
-        port: this.port,
-        host: "127.0.0.1",
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-        ...(opts.password ? { password: opts.password } : {}),
-        ...(opts.tls ? { tls: { ca: readFileSync(opts.tls.ca) } } : {}),
-      });
-      c.on("error", () => undefined);
-      try {
-        await c.connect();
-        await c.ping();
-        c.disconnect();
-        return;
-      } catch {
-        c.disconnect();
-        if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer within 10 s (log: ${join(this.dir, "redis.log")})`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
-  }
-
-  async stop(): Promise<void> {
-    const p = this.proc;
-    this.proc = null;
-    if (!p || p.exitCode !== null) return;
-    const exited = new Promise((r) => p.once("exit", r));
-    p.kill("SIGTERM");
-    const t = setTimeout(() => p.kill("SIGKILL"), 5000);
-    await exited;
-    clearTimeout(t);
-  }
 }
 
 /** A CA and a server certificate for 127.0.0.1 it signed, made with the openssl command. */
@@ -101,12 +49,12 @@ describe("Redis password and TLS (cluster commands)", function () {
   });
 
   describe("a password-protected redis-server (requirepass)", () => {
-    const redis = new SecuredRedis();
+    const redis = new TestRedis();
     const dir = tempDir();
     const passwordFile = join(dir, "redis-password");
     writeFileSync(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
-    before(() => redis.start({ password: PASSWORD }));
-    after(() => redis.stop());
+    before(() => redis.start(undefined, { password: PASSWORD }));
+    after(() => redis.destroy());
     const url = () => `redis://127.0.0.1:${redis.port}`;
 
     it("works with --redis-password-file", () => {
@@ -143,15 +91,15 @@ describe("Redis password and TLS (cluster commands)", function () {
   });
 
   describe("a TLS-only redis-server", () => {
-    const redis = new SecuredRedis();
+    const redis = new TestRedis();
     const dir = tempDir();
     let certs: ReturnType<typeof makeCertificates> = null;
     before(async function () {
       certs = makeCertificates(dir);
       if (!certs) this.skip();
-      await redis.start({ tls: certs });
+      await redis.start(undefined, { tls: certs });
     });
-    after(() => redis.stop());
+    after(() => redis.destroy());
     const url = () => `rediss://127.0.0.1:${redis.port}`;
 
     it("works over rediss:// with --redis-tls-ca", () => {

@@ -1,34 +1,10 @@
 import { strict as assert } from "node:assert";
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { alive, processesOf } from "../helpers/processes.js";
 import { smallConfig, tempDir, train } from "../helpers/run.js";
-
-interface ProcessInfo {
-  role: string;
-  rank: number;
-  pid: number;
-}
-
-async function processesOf(out: string, deadlineMs = 30_000): Promise<ProcessInfo[]> {
-  const file = join(out, "config.json");
-  const until = Date.now() + deadlineMs;
-  while (!existsSync(file)) {
-    if (Date.now() > until) throw new Error("config.json never appeared");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return (JSON.parse(readFileSync(file, "utf8")) as { cluster: { processes: ProcessInfo[] } }).cluster.processes;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe("a process that dies mid-run", function () {
   this.timeout(120_000);

@@ -5,6 +5,7 @@ import { Dealer } from "zeromq";
 import { decodeHeader, DType, encodeHeader, Flag, HEADER_BYTES, type Header, makeHeader, MAGIC, MsgType, PROTOCOL_VERSION } from "../../src/transport/header.js";
 import { PeerClient } from "../../src/transport/peer-client.js";
 import { Rng } from "../../src/util/rng.js";
+import { waitFor } from "../helpers/processes.js";
 import { smallConfig, train } from "../helpers/run.js";
 
 const FUZZ_MESSAGES = 100_000;
@@ -109,16 +110,6 @@ function fuzzMessage(rng: Rng, t: Target): { reason: string; frames: Buffer[] } 
 function rssBytes(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
   return m ? Number(m[1]) * 1024 : 0;
-}
-
-async function waitFor<T>(what: string, f: () => T | undefined, deadlineMs = 60_000): Promise<T> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`${what}: not within ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe("hostile input at a live shard (real training run, real sockets)", function () {

@@ -1,24 +1,9 @@
 import { strict as assert } from "node:assert";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TrainConfig } from "../../src/config/train-config.js";
+import { processesOf } from "../helpers/processes.js";
 import { maxAbsDiff, savedWeights, smallConfig, train } from "../helpers/run.js";
-
-interface ProcessInfo {
-  role: string;
-  rank: number;
-  pid: number;
-}
-
-async function processesOf(out: string, deadlineMs = 60_000): Promise<ProcessInfo[]> {
-  const file = join(out, "config.json");
-  const until = Date.now() + deadlineMs;
-  while (!existsSync(file)) {
-    if (Date.now() > until) throw new Error("config.json never appeared");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return (JSON.parse(readFileSync(file, "utf8")) as { cluster: { processes: ProcessInfo[] } }).cluster.processes;
-}
 
 /** The same run as data parallelism with `replicas` workers and as a pipeline: the weights must agree. */
 function pair(over: Partial<TrainConfig>, pipe: Partial<TrainConfig>): [TrainConfig, TrainConfig] {

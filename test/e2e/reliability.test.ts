@@ -4,29 +4,8 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { checkpointDir, listCheckpoints } from "../../src/ps/checkpoint.js";
+import { processes, waitFor } from "../helpers/processes.js";
 import { maxAbsDiff, savedWeights, smallConfig, tempDir, train } from "../helpers/run.js";
-
-interface ProcessInfo {
-  role: string;
-  rank: number;
-  pid: number;
-}
-
-async function waitFor<T>(what: string, f: () => T | undefined, deadlineMs = 60_000): Promise<T> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const v = f();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`${what}: not within ${deadlineMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-function processes(out: string): ProcessInfo[] | undefined {
-  const file = join(out, "config.json");
-  if (!existsSync(file)) return undefined;
-  return (JSON.parse(readFileSync(file, "utf8")) as { cluster: { processes: ProcessInfo[] } }).cluster.processes;
-}
 
 /** Checkpoints of shard k at a step >= minStep, if any. */
 function checkpointAtLeast(out: string, k: number, minStep: number): number | undefined {

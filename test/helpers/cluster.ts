@@ -153,11 +153,4 @@ export function jobConfig(over: Partial<TrainConfig> = {}): TrainConfig {
   return smallConfig({ transport: "tcp", maxSteps: 20, timeoutMs: 8000, heartbeatMs: 250, out: "", ...over });
 }
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { alive } from "./processes.js";

@@ -1,9 +1,15 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { freePort } from "../../src/util/free-port.js";
+
+/** A password (requirepass) and/or TLS-only serving for a TestRedis. */
+export interface RedisSecurity {
+  password?: string;
+  tls?: { cert: string; key: string; ca: string };
+}
 
 export function haveRedisServer(): boolean {
   return spawnSync("redis-server", ["--version"], { encoding: "utf8" }).status === 0;
@@ -26,13 +32,25 @@ export class TestRedis {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  async start(port?: number): Promise<void> {
+  /** Start it; `secure`: a password (requirepass) and/or TLS only (no plain port). */
+  async start(port?: number, secure: RedisSecurity = {}): Promise<void> {
     this.port = port ?? (await freePort());
-    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--dir", this.dir, "--save", "", "--appendonly", this.appendOnly ? "yes" : "no", "--appendfsync", "always", "--logfile", join(this.dir, "redis.log")];
+    const args = ["--bind", "127.0.0.1", "--dir", this.dir, "--save", "", "--appendonly", this.appendOnly ? "yes" : "no", "--appendfsync", "always", "--logfile", join(this.dir, "redis.log")];
+    if (secure.password) args.push("--requirepass", secure.password);
+    if (secure.tls) args.push("--port", "0", "--tls-port", String(this.port), "--tls-cert-file", secure.tls.cert, "--tls-key-file", secure.tls.key, "--tls-ca-cert-file", secure.tls.ca, "--tls-auth-clients", "no");
+    else args.push("--port", String(this.port));
     this.proc = spawn("redis-server", args, { stdio: "ignore" });
     const deadline = Date.now() + 10_000;
     for (;;) {
-      const c = new Redis({ port: this.port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const c = new Redis({
+        port: this.port,
+        host: "127.0.0.1",
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+        ...(secure.password ? { password: secure.password } : {}),
+        ...(secure.tls ? { tls: { ca: readFileSync(secure.tls.ca) } } : {}),
+      });
       c.on("error", () => undefined);
       try {
         await c.connect();
