@@ -1,4 +1,5 @@
 import { strict as assert } from "node:assert";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -48,6 +49,33 @@ async function gradientMs(): Promise<number> {
   for (let i = 0; i < 20; i++) model.gradient(x, y, n, g);
   const ms = (performance.now() - t0) / 20;
   model.dispose();
+  return Math.max(ms, 0.05);
+}
+
+/**
+ * The first gradient step of a fresh process, as a worker's first step costs it (JIT and caches
+ * cold), in ms: measured in a child process, since this one is warm from the other tests.
+ */
+function coldGradientMs(): number {
+  const cfg = smallConfig();
+  const mod = (p: string) => JSON.stringify(new URL(`../../src/${p}`, import.meta.url).href);
+  const script = [
+    `const { selectBackend } = await import(${mod("model/backend.js")});`,
+    `const { loadDataset } = await import(${mod("data/load.js")});`,
+    `const { createModel } = await import(${mod("model/zoo.js")});`,
+    `await selectBackend(${JSON.stringify(cfg.backend)});`,
+    `const data = await loadDataset(${JSON.stringify(cfg.dataset)}, { seed: ${cfg.seed}, trainLimit: 0, testLimit: 1 });`,
+    `const model = createModel(${JSON.stringify(cfg.model)}, data.inputShape, data.numOutputs, data.task);`,
+    `model.setWeights(model.init(${cfg.seed}));`,
+    `const n = ${cfg.batchSize};`,
+    "const g = new Float32Array(model.size);",
+    "const t0 = performance.now();",
+    "model.gradient(data.trainX.subarray(0, (n * data.trainX.length) / data.trainCount), data.trainY.subarray(0, (n * data.trainY.length) / data.trainCount), n, g);",
+    "process.stdout.write(String(performance.now() - t0));",
+  ].join("\n");
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+  const ms = Number(r.stdout);
+  if (r.status !== 0 || !Number.isFinite(ms)) throw new Error(`measuring a cold gradient step failed: ${r.stderr}`);
   return Math.max(ms, 0.05);
 }
 
@@ -118,11 +146,12 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
 
   it("sync: a read held past --heartbeat-timeout is reported with the rank it waits for and its clock", async () => {
     // Worker 0 is a straggler that heartbeats: --slow sleeps a multiple of its compute time every
-    // step. The multiple is calibrated on this machine so that a warm step sleeps ~4 s: well past
-    // the 1.5 s timeout (well above any event-loop stall, even on a loaded machine), well within
-    // the deadline of a wait.
-    const factor = Math.ceil(4000 / (await gradientMs()));
-    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: factor }, heartbeatMs: 100, heartbeatTimeout: 1500, timeoutMs: 60_000 });
+    // step. The multiple is calibrated on a fresh process's first step (the step worker 1 waits
+    // for at clock 0) so that it sleeps ~6 s: past the 1.5 s timeout even if the worker's first
+    // step is 4x quicker than measured, and within the 120 s deadline even if it is 20x slower.
+    // Its later, warm steps sleep less; the run has two.
+    const factor = Math.ceil(6000 / coldGradientMs());
+    const cfg = smallConfig({ mode: "sync", workers: 2, maxSteps: 2, slow: { 0: factor }, heartbeatMs: 100, heartbeatTimeout: 1500, timeoutMs: 120_000 });
     const summary = await train(cfg);
     assert.equal(summary.workerFailures.length, 0, "a straggler that heartbeats is not lost");
     assert.ok(summary.stallReports.length >= 1, "at least one stall was reported");
