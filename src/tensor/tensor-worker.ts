@@ -8,7 +8,8 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg } from "../cluster/messages.js";
+import { StepReporter } from "../worker/step-reporter.js";
 import type { TrainConfig } from "../config/train-config.js";
 import { Allreducer } from "../allreduce/allreducer.js";
 import { joinPeerGroup } from "../allreduce/rendezvous.js";
@@ -24,8 +25,6 @@ import { badOption } from "../util/errors.js";
 import { deriveSeed } from "../util/rng.js";
 import { ParameterClient } from "../worker/ps-client.js";
 import { ColumnParallelMlp } from "./column-dense.js";
-
-const PROGRESS_EVERY_MS = 100;
 
 /** Every dense layer needs at least one output unit per worker. */
 export function checkTensorParallel(cfg: TrainConfig, model: FlatModel): void {
@@ -59,20 +58,13 @@ export async function runTensorWorker(control: ControlClient, cfgMsg: ConfigMsg)
     await client.pull(0);
     await control.send(MsgType.READY, { shardSize: data.trainCount });
     await control.next([MsgType.START], cfg.timeoutMs, "START");
-    const t0 = performance.now();
-    let pending: StepRecord[] = [];
-    let lastReport = t0;
+    const reporter = new StepReporter(control, rank);
+    const t0 = reporter.t0;
     let computeMs = 0;
     let commMs = 0;
     let samples = 0;
     let steps = 0;
     let stoppedEarly = false;
-    const flush = async () => {
-      if (pending.length === 0) return;
-      const msg: ProgressMsg = { rank, steps: pending };
-      pending = [];
-      await control.send(MsgType.PROGRESS, msg);
-    };
     for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
       const batch = batcher.nextBatch();
       const c0 = performance.now();
@@ -92,19 +84,13 @@ export async function runTensorWorker(control: ControlClient, cfgMsg: ConfigMsg)
       samples += batch.size;
       steps++;
       // the loss is the same on every worker: rank 0 reports it
-      if (rank === 0) {
-        pending.push({ step, t: c2 - t0, loss: res.loss, correct: res.correct, samples: batch.size, staleness: r.staleness, computeMs: c1 - c0, commMs: c2 - c1 });
-        if (c2 - lastReport >= PROGRESS_EVERY_MS) {
-          lastReport = c2;
-          await flush();
-        }
-      }
+      if (rank === 0) await reporter.add({ step, t: c2 - t0, loss: res.loss, correct: res.correct, samples: batch.size, staleness: r.staleness, computeMs: c1 - c0, commMs: c2 - c1 }, c2);
       if (r.stopping) {
         stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
         break;
       }
     }
-    await flush();
+    await reporter.flush();
     const done: DoneMsg = {
       worker: { rank, steps, samples, bytesSent: client.bytesSent + group.bytesSent, bytesReceived: client.bytesReceived + group.bytesReceived, computeSeconds: computeMs / 1000, commSeconds: commMs / 1000, slowFactor: slow, stoppedEarly },
     };

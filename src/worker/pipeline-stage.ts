@@ -10,7 +10,8 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg, ProgressMsg, ReadyMsg } from "../cluster/messages.js";
+import { StepReporter } from "./step-reporter.js";
 import { ShardBatcher } from "../data/batcher.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -29,8 +30,6 @@ import { deriveSeed } from "../util/rng.js";
 import { StageAllreduce } from "../pipeline/stage-allreduce.js";
 import { f32View } from "../transport/frames.js";
 import { ParameterClient } from "./ps-client.js";
-
-const PROGRESS_EVERY_MS = 100;
 
 /** "worker 4 (replica 1, stage 1)" */
 export function stageName(rank: number, stages: number): string {
@@ -202,9 +201,8 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
     await sleep((slow - 1) * ms);
     return slow * ms;
   };
-  const t0 = performance.now();
-  let pending: StepRecord[] = [];
-  let lastReport = t0;
+  const reporter = new StepReporter(control, p.rank);
+  const t0 = reporter.t0;
   let busyMs = 0;
   let pipeMs = 0;
   let computeMs = 0;
@@ -213,19 +211,13 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
   let steps = 0;
   let stoppedEarly = false;
   let lastStopping = false;
-  const flush = async () => {
-    if (pending.length === 0) return;
-    const msg: ProgressMsg = { rank: p.rank, steps: pending };
-    pending = [];
-    await control.send(MsgType.PROGRESS, msg);
-  };
 
   for (let step = 0; step < cfgMsg.stepsPerWorker; step++) {
     // A run that stops stops here on every stage (sync: the shards' STOPPING reaches all stages
     // at the same step); the first stage's stop marker follows.
     if (cfg.adaptive > 0 && !lastStopping && isReplanStep(step, cfg.adaptiveEvery, cfgMsg.stepsPerWorker)) {
       // Every worker says it has pushed step - 1; the coordinator answers when all have.
-      await flush();
+      await reporter.flush();
       const at: ProgressMsg = { rank: p.rank, steps: [], replanAt: step };
       await control.send(MsgType.PROGRESS, at);
       const m = await control.next([MsgType.MAP], cfg.timeoutMs * 4, `the split for step ${step}`);
@@ -303,13 +295,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
     commMs += c2 - c1;
     samples += n;
     steps++;
-    if (sm.isLast) {
-      pending.push({ step, t: c2 - t0, loss, correct, samples: n, staleness: r.staleness, computeMs: c1 - c0, commMs: c2 - c1 });
-      if (c2 - lastReport >= PROGRESS_EVERY_MS) {
-        lastReport = c2;
-        await flush();
-      }
-    }
+    if (sm.isLast) await reporter.add({ step, t: c2 - t0, loss, correct, samples: n, staleness: r.staleness, computeMs: c1 - c0, commMs: c2 - c1 }, c2);
     // allreduce: every worker got the same RESUME {stop} at this step
     if (r.stopping && p.ar) {
       stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
@@ -323,7 +309,7 @@ async function trainStage(control: ControlClient, cfgMsg: ConfigMsg, p: StagePar
       break;
     }
   }
-  await flush();
+  await reporter.flush();
   const done: DoneMsg = {
     worker: {
       rank: p.rank,

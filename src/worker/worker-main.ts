@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ControlClient } from "../cluster/control-client.js";
-import type { ConfigMsg, DoneMsg, MapMsg, MembersMsg, ProgressMsg, RestartAck, StepRecord } from "../cluster/messages.js";
+import type { ConfigMsg, DoneMsg, MapMsg, MembersMsg, RestartAck } from "../cluster/messages.js";
+import { StepReporter } from "./step-reporter.js";
 import { ShardBatcher } from "../data/batcher.js";
 import { loadDataset } from "../data/load.js";
 import { partitionIndices } from "../data/partition.js";
@@ -15,8 +16,6 @@ import type { GradientExchange } from "./exchange.js";
 import { runTensorWorker } from "../tensor/tensor-worker.js";
 import { runPipelineStage } from "./pipeline-stage.js";
 import { ParameterClient } from "./ps-client.js";
-
-const PROGRESS_EVERY_MS = 100;
 
 /**
  * The worker process: its data shard, the model, and the step loop
@@ -74,21 +73,13 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   await control.next([MsgType.START], cfg.timeoutMs, "START");
 
   const slow = cfg.slow[rank] ?? 1;
-  const t0 = performance.now();
-  let pendingSteps: StepRecord[] = [];
-  let lastReport = t0;
+  const reporter = new StepReporter(control, rank);
+  const t0 = reporter.t0;
   let computeMs = 0;
   let commMs = 0;
   let samples = 0;
   let steps = 0;
   let stoppedEarly = false;
-  const flush = async () => {
-    if (pendingSteps.length === 0) return;
-    const msg: ProgressMsg = { rank, steps: pendingSteps };
-    pendingSteps = [];
-    await control.send(MsgType.PROGRESS, msg);
-  };
-
   for (let step = firstStep; step < cfgMsg.stepsPerWorker; step++) {
     const batch = batcher.nextBatch();
     const lastOfEpoch = batch.stepInEpoch === batcher.stepsPerEpoch - 1;
@@ -117,27 +108,14 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     commMs += c2 - c1;
     samples += batch.size;
     steps++;
-    pendingSteps.push({
-      step,
-      t: c2 - t0,
-      loss: res.loss,
-      correct: res.correct,
-      samples: batch.size,
-      staleness: r.staleness,
-      computeMs: c1 - c0,
-      commMs: c2 - c1,
-    });
     if (lastOfEpoch) repartition();
-    if (c2 - lastReport >= PROGRESS_EVERY_MS) {
-      lastReport = c2;
-      await flush();
-    }
+    await reporter.add({ step, t: c2 - t0, loss: res.loss, correct: res.correct, samples: batch.size, staleness: r.staleness, computeMs: c1 - c0, commMs: c2 - c1 }, c2);
     if (r.stopping) {
       stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
       break;
     }
   }
-  await flush();
+  await reporter.flush();
   const done: DoneMsg = {
     worker: {
       rank,
