@@ -1,8 +1,8 @@
 import { strict as assert } from "node:assert";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { alive, cli, TestCluster } from "../helpers/cluster.js";
-import { haveRedisServer, TestRedis } from "../helpers/redis.js";
+import { alive, cli, clusterSuite, TestCluster } from "../helpers/cluster.js";
+import { TestRedis } from "../helpers/redis.js";
 import { tempDir } from "../helpers/run.js";
 
 /**
@@ -11,23 +11,8 @@ import { tempDir } from "../helpers/run.js";
  */
 describe("cluster mode: scheduler + agents on a real redis-server", function () {
   this.timeout(120_000);
-  const redis = new TestRedis();
   let cluster: TestCluster;
-
-  before(async function () {
-    if (!haveRedisServer()) this.skip();
-    await redis.start();
-  });
-  after(async () => {
-    await redis.destroy();
-  });
-  beforeEach(() => {
-    cluster = new TestCluster(redis.url);
-  });
-  afterEach(async function () {
-    if (this.currentTest?.state === "failed") process.stderr.write(cluster.logs(30) + "\n");
-    await cluster?.stop();
-  });
+  clusterSuite((c) => (cluster = c));
 
   it("submit --wait → 1 scheduler + 3 agents → the job completes with the run directory of a local run", async () => {
     cluster.startScheduler(["--metrics-port", "0"]);

@@ -2,8 +2,7 @@ import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateCurveKeys } from "../../src/transport/curve-keys.js";
-import { cli, TestCluster } from "../helpers/cluster.js";
-import { haveRedisServer, TestRedis } from "../helpers/redis.js";
+import { cli, clusterSuite, type TestCluster } from "../helpers/cluster.js";
 import { tempDir } from "../helpers/run.js";
 
 /** Every value under the cluster's prefix, as text, whatever the key's type. */
@@ -26,23 +25,8 @@ async function everythingIn(cluster: TestCluster): Promise<string> {
 
 describe("cluster mode with CURVE: agents started with --curve-keys", function () {
   this.timeout(120_000);
-  const redis = new TestRedis();
   let cluster: TestCluster;
-
-  before(async function () {
-    if (!haveRedisServer()) this.skip();
-    await redis.start();
-  });
-  after(async () => {
-    await redis.destroy();
-  });
-  beforeEach(() => {
-    cluster = new TestCluster(redis.url);
-  });
-  afterEach(async function () {
-    if (this.currentTest?.state === "failed") process.stderr.write(cluster.logs(30) + "\n");
-    await cluster?.stop();
-  });
+  clusterSuite((c) => (cluster = c));
 
   it("a job runs with CURVE on every task's sockets; only the key folder's path travels, no key reaches Redis", async () => {
     const keys = join(tempDir(), "keys");

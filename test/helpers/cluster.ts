@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 import { JobClient } from "../../src/cluster/redis/job-client.js";
 import type { JobRecord, JobState } from "../../src/cluster/redis/job-record.js";
 import type { TrainConfig } from "../../src/config/train-config.js";
+import { haveRedisServer, TestRedis } from "./redis.js";
 import { smallConfig, tempDir } from "./run.js";
 
 export const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -154,3 +155,30 @@ export function jobConfig(over: Partial<TrainConfig> = {}): TrainConfig {
 }
 
 export { alive } from "./processes.js";
+
+/**
+ * The mocha hooks of a suite of cluster tests on one redis-server of its own: a fresh TestCluster
+ * (with its own key prefix) for every test, handed to `onCluster`, its logs printed when the test
+ * fails, stopped after it. The suite is skipped where there is no redis-server.
+ */
+export function clusterSuite(onCluster: (c: TestCluster) => void): TestRedis {
+  const redis = new TestRedis();
+  let current: TestCluster | null = null;
+  before(async function () {
+    if (!haveRedisServer()) this.skip();
+    await redis.start();
+  });
+  after(async () => {
+    await redis.destroy();
+  });
+  beforeEach(() => {
+    current = new TestCluster(redis.url);
+    onCluster(current);
+  });
+  afterEach(async function () {
+    if (this.currentTest?.state === "failed" && current) process.stderr.write(current.logs(30) + "\n");
+    await current?.stop();
+  });
+  return redis;
+}
+
