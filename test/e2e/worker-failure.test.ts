@@ -103,9 +103,6 @@ describe("a worker killed with SIGKILL mid-run (--on-worker-failure)", function 
         run.catch(() => undefined);
         const procs = await processesOf(cfg.out);
         await stepsReported(cfg.out, 1, 20);
-        // The straggler has pushed too, so the slowest live clock (where an async or SSP
-        // replacement joins) is past 0.
-        await stepsReported(cfg.out, 0, 1);
         const victim = procs.find((p) => p.role === "worker" && p.rank === 1)!;
         process.kill(victim.pid, "SIGKILL");
         if (policy === "abort") {
