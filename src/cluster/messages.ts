@@ -153,6 +153,8 @@ export interface WorkerStats {
   shardSize?: number;
   /** allreduce runs: sha256 of this worker's final weights (every worker's must be the same) */
   weightsSha256?: string;
+  /** --on-worker-failure wait: the clock a replacement joined the shards at (its first step) */
+  joinedAt?: number;
   /** model/hybrid parallelism: this worker's place in the pipelines and its busy/idle time */
   pipeline?: StageStats;
 }

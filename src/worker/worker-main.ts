@@ -128,6 +128,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       slowFactor: slow,
       stoppedEarly,
       shardSize: batcher.shardSize,
+      ...(cfgMsg.replacement === true ? { joinedAt: firstStep } : {}),
       ...(cfg.comm === "allreduce" ? { weightsSha256: createHash("sha256").update(f32Frame(weights)).digest("hex") } : {}),
     },
   };
