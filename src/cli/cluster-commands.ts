@@ -222,11 +222,8 @@ export function addClusterCommands<T>(y: Argv<T>, handlers: ClusterHandlers, env
         const config = resolveTrainConfig(argv, env);
         const given = (flag: string) => a[flag] !== undefined;
         if (given("transport") && config.transport !== "tcp") throw badOption(`--transport ${config.transport}: cluster jobs run over tcp (leave --transport out)`);
-        if (config.onWorkerFailure !== "abort") {
-          throw badOption(`--on-worker-failure ${config.onWorkerFailure}: local runs only; in cluster mode a lost worker fails the attempt and the job is retried (--max-retries)`);
-        }
-        // Shard checkpoints live in a local run directory; agents do not restart shards yet (docs/reliability.md).
-        if (config.checkpointEvery > 0 || config.resume !== "") throw badOption(`--${config.resume !== "" ? "resume" : "checkpoint-every"}: checkpoints and resume are for local runs; cluster jobs retry on other agents instead (--max-retries)`);
+        // Checkpoints stay on the agents that run the shards (docs/reliability.md); a retried attempt starts afresh.
+        if (config.resume !== "") throw badOption(`--resume: resume is for local runs; a cluster job retries a failed attempt on a fresh gang instead (--max-retries)`);
         const wait = a["wait"] === true;
         if (config.out && !wait) throw badOption(`--out needs --wait (or fetch the run directory later: ps-train job ID --out DIR)`);
         const out = config.out;

@@ -4,6 +4,9 @@
  * an agent) starts it with the coordinator's endpoint; everything else comes over the wire.
  *
  *   node role-main.js --role worker --rank 3 --coordinator ipc:///tmp/ps-train-x/coord.sock --timeout-ms 30000
+ *
+ * An agent adds --checkpoint-root DIR: a server shard keeps its checkpoints under DIR instead of
+ * the run directory the coordinator names (which is on the coordinator's machine).
  */
 import { parseArgs } from "node:util";
 import { pino } from "pino";
@@ -22,13 +25,15 @@ async function main(): Promise<number> {
       rank: { type: "string" },
       coordinator: { type: "string" },
       "timeout-ms": { type: "string", default: "30000" },
+      // cluster mode: where a server shard keeps its checkpoints (the agent's folder for the attempt)
+      "checkpoint-root": { type: "string" },
     },
   });
   const role = values.role as Role | undefined;
   const rank = Number(values.rank);
   const timeoutMs = Number(values["timeout-ms"]);
   if ((role !== "server" && role !== "worker") || !Number.isInteger(rank) || rank < 0 || !values.coordinator || !(timeoutMs > 0)) {
-    process.stderr.write("role-main: usage: --role server|worker --rank N --coordinator ENDPOINT [--timeout-ms MS]\n");
+    process.stderr.write("role-main: usage: --role server|worker --rank N --coordinator ENDPOINT [--timeout-ms MS] [--checkpoint-root DIR]\n");
     return 2;
   }
   // JSON lines on stderr, which the launcher sends to runs/<id>/logs/<role>-<rank>.log.
@@ -51,7 +56,7 @@ async function main(): Promise<number> {
     log.info({ mode: cfg.config.mode, workers: cfg.config.workers, servers: cfg.config.servers }, "configured");
     control.setRunId(cfg.runId);
     control.startHeartbeat(cfg.config.heartbeatMs);
-    if (role === "server") await runServer(control, cfg, cfgMsg.frames[1]);
+    if (role === "server") await runServer(control, cfg, cfgMsg.frames[1], values["checkpoint-root"] ?? cfg.config.out);
     else {
       await runWorker(control, cfg, cfgMsg.frames[1]);
       // Stay until the coordinator has read our results and says STOP.

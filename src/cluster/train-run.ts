@@ -326,7 +326,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const psEvaluator = allreduce ? null : new Evaluator(model, dataset, shardClients, map, runId, cfg.timeoutMs);
     const evaluator: RunEvaluator = psEvaluator ?? new AllreduceEvaluator(model, dataset, coordinator, pipelined ? cfg.stages : 1);
     closeEvaluator = () => evaluator.close();
-    if (psEvaluator && cfg.checkpointEvery > 0 && !opts.launcher) {
+    if (psEvaluator && cfg.checkpointEvery > 0) {
       // A restarted shard also gets back the coordinator's membership socket, and learns again
       // which workers left the run (--on-worker-failure shrink) before it serves.
       const restartable: RestartableShards = {

@@ -15,8 +15,10 @@ import { ServerShard } from "./server-shard.js";
 /**
  * The server-shard process: binds a ROUTER (workers and the coordinator connect DEALERs),
  * reports the endpoint it actually bound, then serves until the coordinator says STOP.
+ * Checkpoints go to `checkpointRoot`/checkpoints/shard-k: the run directory in a local run, the
+ * agent's folder for the attempt in cluster mode.
  */
-export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initFrame: Buffer | undefined): Promise<void> {
+export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initFrame: Buffer | undefined, checkpointRoot: string): Promise<void> {
   const shardIndex = control.rank;
   const range = cfgMsg.ranges[shardIndex];
   if (!range) throw new Error(`server ${shardIndex}: no key range in the config`);
@@ -34,7 +36,7 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     gradClip: cfg.gradClip,
     checkpointEvery: cfg.checkpointEvery,
   });
-  const ckptDir = checkpointDir(cfg.out, shardIndex);
+  const ckptDir = checkpointDir(checkpointRoot, shardIndex);
   const restore = cfgMsg.restore;
   let skipped: string[] = [];
   if (restore) skipped = restoreShard(shard, ckptDir, shardIndex, range, cfg.optimizer, restore.step, restore.workerClocks ?? null);

@@ -219,7 +219,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
       [["submit", ...cluster.common, "--dataset", "synthetic", "--model", "logreg", "--out", join(tempDir(), "x")], /--out needs --wait/],
       [["submit", ...cluster.common, "--dataset", "synthetic", "--model", "logreg", "--transport", "ipc"], /tcp/],
       [["submit", ...cluster.common, "--max-retries", "-1"], /--max-retries/],
-      [["submit", ...cluster.common, "--dataset", "synthetic", "--model", "logreg", "--on-worker-failure", "shrink"], /--on-worker-failure shrink: local runs only/],
+      [["submit", ...cluster.common, "--dataset", "synthetic", "--model", "logreg", "--resume", join(tempDir(), "run")], /--resume/],
       [["agent", ...cluster.common, "--roles", "worker,chef"], /--roles/],
       [["scheduler", ...cluster.common, "--agent-ttl-ms", "soon"], /--agent-ttl-ms/],
       [["job", "no-such-job", ...cluster.common], /no job "no-such-job"/],

@@ -51,6 +51,28 @@ describe("cluster mode with CURVE: agents started with --curve-keys", function (
     }
   });
 
+  it("a shard killed under CURVE is restarted by its agent; the new process is admitted as the old one was and the job finishes", async () => {
+    const keys = join(tempDir(), "keys");
+    generateCurveKeys(keys, false);
+    cluster.startScheduler();
+    for (let i = 0; i < 3; i++) cluster.startAgent(["--curve-keys", keys]);
+    await cluster.agentsReady(3);
+    const id = await cluster.submit({ mode: "sync", maxSteps: 2000, checkpointEvery: 20, timeoutMs: 15_000, logLevel: "info" }, 0);
+    const running = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 60, "running past 3 checkpoints");
+    process.kill(await cluster.taskPid(running, "server", 0), "SIGKILL");
+    const rec = await cluster.waitForState(id, ["succeeded", "failed"], 120_000);
+    assert.equal(rec.state, "succeeded", rec.error);
+    assert.equal(rec.attempt, 1);
+    assert.equal(rec.summary?.restarts, 1);
+    assert.equal(rec.summary?.steps, 2000);
+    const out = join(tempDir(), "run");
+    const r = cli(["job", id, ...cluster.common, "--out", out]);
+    assert.equal(r.code, 0, r.stderr);
+    const log = readFileSync(join(out, "logs", "server-0-restart-1.log"), "utf8");
+    assert.match(log, /"msg":"CURVE on"/);
+    assert.match(log, /"msg":"finished"/);
+  });
+
   it("an agent whose --curve-keys folder is bad exits at once with one line, exit 2", () => {
     const r = cli(["agent", ...cluster.common, "--curve-keys", join(tempDir(), "none")]);
     assert.equal(r.code, 2, r.stderr);

@@ -4,7 +4,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { JobClient } from "../../src/cluster/redis/job-client.js";
-import type { JobRecord, JobState } from "../../src/cluster/redis/job-record.js";
+import type { JobRecord, JobState, TaskEvent } from "../../src/cluster/redis/job-record.js";
 import type { TrainConfig } from "../../src/config/train-config.js";
 import { haveRedisServer, TestRedis } from "./redis.js";
 import { smallConfig, tempDir } from "./run.js";
@@ -107,6 +107,32 @@ export class TestCluster {
     const m = rec.gang.find((g) => g.role === role && g.rank === rank);
     if (!m) throw new Error(`no ${role} ${rank} in the gang of ${rec.id}`);
     return Number(await c.redis.hget(c.keys.agent(m.agent), "pid"));
+  }
+
+  /**
+   * The pid of the process of `role` `rank` (its `incarnation`-th: 0 the first, n its n-th
+   * restart or replacement) as its agent reported it, waiting up to timeoutMs for the report.
+   */
+  async taskPid(rec: JobRecord, role: string, rank: number, incarnation = 0, timeoutMs = 30_000): Promise<number> {
+    const c = await this.connect();
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      for (const text of await c.redis.lrange(c.keys.events(rec.id, rec.attempt), 0, -1)) {
+        const ev = JSON.parse(text) as TaskEvent;
+        if (ev.type === "started" && ev.role === role && ev.rank === rank && (ev.incarnation ?? 0) === incarnation && ev.pid) return ev.pid;
+      }
+      if (Date.now() > deadline) throw new Error(`no start of ${role} ${rank} (incarnation ${incarnation}) reported within ${timeoutMs} ms\n${this.logs()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** The runs folder of the agent that runs `role` `rank` of the job's gang. */
+  async agentRunsDir(rec: JobRecord, role: string, rank: number): Promise<string> {
+    const c = await this.connect();
+    const m = rec.gang.find((g) => g.role === role && g.rank === rank);
+    if (!m) throw new Error(`no ${role} ${rank} in the gang of ${rec.id}`);
+    const name = await c.redis.hget(c.keys.agent(m.agent), "name");
+    return join(this.dir, `agent-${String(name).replace(/^agent/, "")}`);
   }
 
   /** The last lines of every process's log, for a failing assertion's message. */

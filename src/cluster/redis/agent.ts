@@ -10,7 +10,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import { TUNED_MALLOC_ENV } from "../local-launcher.js";
 import { connectRedis, duplicateBlocking, redactUrl } from "./connection.js";
 import { HealthServer } from "./health-server.js";
-import { type TaskEvent, type TaskRole, taskName } from "./job-record.js";
+import { type TaskEvent, type TaskRole, taskLogName, taskName } from "./job-record.js";
 import { ClusterKeys } from "./keys.js";
 
 const ROLE_MAIN = fileURLToPath(new URL("../role-main.js", import.meta.url));
@@ -18,8 +18,9 @@ const COORDINATOR_MAIN = fileURLToPath(new URL("./coordinator-main.js", import.m
 
 /** What a scheduler or a coordinator pushes to an agent's inbox. */
 export type AgentCommand =
-  | { type: "task"; job: string; attempt: number; role: TaskRole; rank: number; coordinator?: string; timeoutMs?: number; agentTtlMs?: number }
-  | { type: "kill"; job: string; attempt: number };
+  | { type: "task"; job: string; attempt: number; role: TaskRole; rank: number; coordinator?: string; timeoutMs?: number; agentTtlMs?: number; incarnation?: number }
+  /** every task of the attempt; with role and rank, only that task (a released worker) */
+  | { type: "kill"; job: string; attempt: number; role?: TaskRole; rank?: number };
 
 export interface AgentOptions {
   redis: string;
@@ -45,6 +46,7 @@ interface Child {
   attempt: number;
   role: TaskRole;
   rank: number;
+  incarnation: number;
   proc: ChildProcess;
   log: string;
 }
@@ -179,12 +181,14 @@ export class Agent {
 
   private async handle(cmd: AgentCommand): Promise<void> {
     if (cmd.type === "kill") {
-      const n = this.killWhere((c) => c.job === cmd.job && c.attempt === cmd.attempt);
-      this.o.log.info({ job: cmd.job, attempt: cmd.attempt, killed: n }, "kill");
+      const one = cmd.role !== undefined && cmd.rank !== undefined;
+      const n = this.killWhere((c) => c.job === cmd.job && c.attempt === cmd.attempt && (!one || (c.role === cmd.role && c.rank === cmd.rank)));
+      this.o.log.info({ job: cmd.job, attempt: cmd.attempt, ...(one ? { task: taskName({ role: cmd.role!, rank: cmd.rank! }) } : {}), killed: n }, "kill");
       return;
     }
     if (cmd.type !== "task") return;
-    const key = `${cmd.job}#${cmd.attempt}/${cmd.role}:${cmd.rank}`;
+    // A restarted shard or a replacement worker is a new incarnation of the same task.
+    const key = `${cmd.job}#${cmd.attempt}/${cmd.role}:${cmd.rank}.${cmd.incarnation ?? 0}`;
     // Idempotent: a re-sent task (a scheduler that restarted, a retried push) starts nothing new.
     if (this.seen.has(key)) return;
     this.seen.add(key);
@@ -195,8 +199,8 @@ export class Agent {
   private async spawnTask(cmd: Extract<AgentCommand, { type: "task" }>, key: string): Promise<void> {
     const dir = resolve(this.o.runsDir, cmd.job, `a${cmd.attempt}`);
     mkdirSync(dir, { recursive: true });
-    const logName = cmd.role === "coordinator" ? "coordinator.log" : `${cmd.role}-${cmd.rank}.log`;
-    const log = join(dir, logName);
+    const incarnation = cmd.incarnation ?? 0;
+    const log = join(dir, taskLogName(cmd.role, cmd.rank, incarnation));
     const env: NodeJS.ProcessEnv = { ...process.env, PS_TRAIN_BIND_HOST: this.o.host };
     let args: string[];
     if (cmd.role === "coordinator") {
@@ -204,20 +208,21 @@ export class Agent {
     } else {
       for (const [k, v] of Object.entries(TUNED_MALLOC_ENV)) env[k] ??= v;
       if (!cmd.coordinator) throw new Error(`task ${key} has no coordinator endpoint`);
-      args = [ROLE_MAIN, "--role", cmd.role, "--rank", String(cmd.rank), "--coordinator", cmd.coordinator, "--timeout-ms", String(cmd.timeoutMs ?? 30000)];
+      // A shard's checkpoints stay on this agent, where its restarts run (docs/reliability.md).
+      args = [ROLE_MAIN, "--role", cmd.role, "--rank", String(cmd.rank), "--coordinator", cmd.coordinator, "--timeout-ms", String(cmd.timeoutMs ?? 30000), "--checkpoint-root", dir];
     }
     const nodeArgs = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
     const fd = openSync(log, "a");
     const proc = spawn(process.execPath, [...nodeArgs, ...args], { stdio: ["ignore", fd, fd, "ipc"], env });
     closeSync(fd);
-    const child: Child = { key, job: cmd.job, attempt: cmd.attempt, role: cmd.role, rank: cmd.rank, proc, log };
+    const child: Child = { key, job: cmd.job, attempt: cmd.attempt, role: cmd.role, rank: cmd.rank, incarnation, proc, log };
     this.children.set(key, child);
     this.mTasks.labels(cmd.role).inc();
     this.mRunning.labels(cmd.role).inc();
-    this.o.log.info({ job: cmd.job, attempt: cmd.attempt, task: taskName(cmd), pid: proc.pid }, "task started");
+    this.o.log.info({ job: cmd.job, attempt: cmd.attempt, task: taskName(cmd), incarnation, pid: proc.pid }, "task started");
     proc.on("error", (err) => this.o.log.error({ err: err.message, task: key }, "task could not start"));
     proc.once("exit", (code, signal) => void this.onExit(child, code, signal));
-    await this.report({ type: "started", role: cmd.role, rank: cmd.rank, agent: this.id, host: this.o.host, pid: proc.pid, t: Date.now() }, cmd.job, cmd.attempt);
+    await this.report({ type: "started", role: cmd.role, rank: cmd.rank, incarnation, agent: this.id, host: this.o.host, pid: proc.pid, t: Date.now() }, cmd.job, cmd.attempt);
   }
 
   private async onExit(c: Child, code: number | null, signal: NodeJS.Signals | null): Promise<void> {
@@ -227,7 +232,7 @@ export class Agent {
     this.o.log.info({ job: c.job, attempt: c.attempt, task: taskName(c), code, signal }, "task exited");
     if (!this.redis) return;
     // The log goes up before the exit is reported, so whoever reads the exit finds the log there.
-    const rel = c.role === "coordinator" ? "logs/coordinator.log" : `logs/${c.role}-${c.rank}.log`;
+    const rel = `logs/${taskLogName(c.role, c.rank, c.incarnation)}`;
     try {
       const data = readFileSync(c.log);
       await this.redis.hset(this.keys.files(c.job, c.attempt), rel, data.byteLength > 8 << 20 ? data.subarray(data.byteLength - (8 << 20)) : data);
@@ -235,7 +240,7 @@ export class Agent {
       // no log (the process never wrote one)
     }
     await this.report(
-      { type: "exit", role: c.role, rank: c.rank, agent: this.id, host: this.o.host, pid: c.proc.pid, t: Date.now(), code, signal, last: lastLogLine(c.log) },
+      { type: "exit", role: c.role, rank: c.rank, incarnation: c.incarnation, agent: this.id, host: this.o.host, pid: c.proc.pid, t: Date.now(), code, signal, last: lastLogLine(c.log) },
       c.job,
       c.attempt,
     );

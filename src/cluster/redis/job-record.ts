@@ -70,6 +70,8 @@ export interface AttemptResult {
 /** What an agent reports about a task of an attempt. */
 export interface TaskEvent extends Task {
   type: "started" | "exit";
+  /** 0 for the first process of the task; n for its n-th restart (a shard) or replacement (a worker) */
+  incarnation?: number;
   agent: string;
   host: string;
   pid: number | undefined;
@@ -94,6 +96,17 @@ export function gangTasks(config: Pick<TrainConfig, "servers" | "workers"> & Par
 
 export function taskName(t: Task): string {
   return t.role === "coordinator" ? "coordinator" : t.role === "server" ? `server shard ${t.rank}` : `worker ${t.rank}`;
+}
+
+/**
+ * The log file of one process of a task, named as a local run names it: `server-0.log`; a
+ * shard's n-th restart `server-0-restart-n.log`; a worker's n-th replacement
+ * `worker-3-replacement-n.log`.
+ */
+export function taskLogName(role: TaskRole, rank: number, incarnation = 0): string {
+  if (role === "coordinator") return "coordinator.log";
+  if (incarnation === 0) return `${role}-${rank}.log`;
+  return `${role}-${rank}-${role === "server" ? "restart" : "replacement"}-${incarnation}.log`;
 }
 
 export function resultField(attempt: number): string {

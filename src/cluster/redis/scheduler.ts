@@ -406,7 +406,9 @@ export class Scheduler {
         const how = coordinatorExit.signal ? `was killed by ${coordinatorExit.signal}` : `exited with code ${coordinatorExit.code}`;
         outcome = { kind: "failed", error: `the coordinator (pid ${coordinatorExit.pid} on agent ${coordinatorExit.agent}) ${how}${coordinatorExit.last ? `; last log line: ${coordinatorExit.last}` : ""}`, retryable: true };
       } else {
-        outcome = await this.lostAgent(gang, `${id}#${attempt}`);
+        // Under --on-worker-failure shrink the coordinator goes on without a worker whose agent is lost.
+        const needed = rec.config.onWorkerFailure === "shrink" ? gang.filter((g) => g.role !== "worker") : gang;
+        outcome = await this.lostAgent(needed, `${id}#${attempt}`);
         if (!outcome && !started.has("coordinator:0") && Date.now() - t0 > startLimit) {
           outcome = { kind: "failed", error: `agent ${coordinator.agent} did not start the coordinator within ${startLimit} ms`, retryable: true };
         }
