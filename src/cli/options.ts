@@ -593,6 +593,12 @@ const FIELDS: FieldTable = {
     type: "number",
     parse: int(0),
   },
+  maxRestarts: {
+    group: "Run",
+    describe: "--checkpoint-every: restarts of one server shard at most; its next death fails the run (integer >= 0)",
+    type: "number",
+    parse: int(0),
+  },
   checkpointEvery: {
     group: "Run",
     describe: "Server shards checkpoint weights, optimizer state and clocks every N server updates (sync: global steps); a crashed shard is restarted from it; 0 = off (integer >= 0)",

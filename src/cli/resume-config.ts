@@ -18,6 +18,7 @@ export const RESUME_MAY_CHANGE: ReadonlySet<keyof TrainConfig> = new Set<keyof T
   "onWorkerFailure",
   "replaceTimeout",
   "maxReplacements",
+  "maxRestarts",
   "checkpointEvery",
   "checkpointKeep",
   "transport",

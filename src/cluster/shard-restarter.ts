@@ -5,9 +5,6 @@ import type { Coordinator } from "./coordinator.js";
 import type { RoleLauncher } from "./launcher.js";
 import type { ConfigMsg, MapMsg, ReadyMsg, RestartAck } from "./messages.js";
 
-/** A shard that dies more often than this in one run fails the run instead of being restarted again. */
-export const MAX_RESTARTS_PER_SHARD = 3;
-
 /** The coordinator's side of a shard restart: its own sockets to the shard (the evaluator). */
 export interface RestartableShards {
   shardDown(k: number): void;
@@ -75,7 +72,7 @@ export class ShardRestarter {
   /** Server shard k died; true when a restart was started (the caller fails the run otherwise). */
   onExit(k: number): boolean {
     const n = (this.perShard.get(k) ?? 0) + 1;
-    if (!this.active || n > MAX_RESTARTS_PER_SHARD) return false;
+    if (!this.active || n > this.cfgMsg.config.maxRestarts) return false;
     this.perShard.set(k, n);
     this.shards.shardDown(k);
     this.chain = this.chain

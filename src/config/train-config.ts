@@ -132,6 +132,8 @@ export interface TrainConfig extends OptimizerConfig {
   replaceTimeout: number;
   /** wait: replacements started per rank at most; one more failure of that rank aborts */
   maxReplacements: number;
+  /** --checkpoint-every: restarts of one server shard at most; its next death fails the run */
+  maxRestarts: number;
   /** server shards checkpoint every N server updates (sync: global steps); 0 = off (docs/reliability.md) */
   checkpointEvery: number;
   /** checkpoints kept per shard */
@@ -182,6 +184,7 @@ export const DEFAULTS: TrainConfig = {
   onWorkerFailure: "abort",
   replaceTimeout: 60000,
   maxReplacements: 2,
+  maxRestarts: 3,
   checkpointEvery: 0,
   checkpointKeep: 3,
   gradClip: 0,

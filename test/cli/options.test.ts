@@ -100,6 +100,7 @@ const SAMPLES: Record<string, [string, unknown]> = {
   onWorkerFailure: ["shrink", "shrink"],
   replaceTimeout: ["5000", 5000],
   maxReplacements: ["3", 3],
+  maxRestarts: ["7", 7],
   optimizer: ["adam", "adam"],
   lr: ["0.001", 0.001],
   momentum: ["0.5", 0.5],
