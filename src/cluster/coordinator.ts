@@ -20,6 +20,14 @@ export interface ControlEvent {
   frames: Buffer[];
 }
 
+/** Which events a waiter takes (beyond their type). */
+export type EventFilter = (ev: ControlEvent) => boolean;
+
+/** Events from one role process. */
+export function from(role: Role, rank: number): EventFilter {
+  return (ev) => ev.peer.role === role && ev.peer.rank === rank;
+}
+
 export function peerName(role: Role, rank: number): string {
   return role === "server" ? `server shard ${rank}` : `worker ${rank}`;
 }
@@ -34,8 +42,10 @@ export class Coordinator {
   private readonly peers = new Map<string, PeerInfo>();
   private readonly expected = new Set<string>();
   private readonly queue: ControlEvent[] = [];
-  /** callers of next(), each with the message types it takes, oldest first */
-  private waiters: { types: readonly MsgType[]; take: (e: ControlEvent) => void }[] = [];
+  /** callers of next(), each with the message types (and peers) it takes, oldest first */
+  private waiters: { types: readonly MsgType[]; match: EventFilter | undefined; take: (e: ControlEvent) => void }[] = [];
+  /** membership changes (a shard restart, a replacement joining) run one at a time */
+  private exclusiveChain: Promise<unknown> = Promise.resolve();
   private watchdog: NodeJS.Timeout | null = null;
   private failWith: ((e: Error) => void) | null = null;
   /** rejects with the first fatal error of the run (a peer failed, exited or went silent) */
@@ -128,9 +138,9 @@ export class Coordinator {
     this.dispatch({ peer: this.peers.get(key)!, header: makeHeader(MsgType.HELLO), body, frames: [] });
   }
 
-  /** Hand an event to the oldest waiter that takes its type, or queue it. */
+  /** Hand an event to the oldest waiter that takes it, or queue it. */
   private dispatch(ev: ControlEvent): void {
-    const i = this.waiters.findIndex((w) => w.types.includes(ev.header.type));
+    const i = this.waiters.findIndex((w) => w.types.includes(ev.header.type) && (!w.match || w.match(ev)));
     if (i >= 0) this.waiters.splice(i, 1)[0]!.take(ev);
     else this.queue.push(ev);
   }
@@ -165,14 +175,18 @@ export class Coordinator {
     }
   }
 
-  /** The next event of one of `types`, or null at the deadline; rejects when the run fails. */
-  async next(types: readonly MsgType[], timeoutMs: number): Promise<ControlEvent | null> {
-    const i = this.queue.findIndex((e) => types.includes(e.header.type));
+  /**
+   * The next event of one of `types` (and, with `match`, one it accepts: others stay for other
+   * callers), or null at the deadline; rejects when the run fails.
+   */
+  async next(types: readonly MsgType[], timeoutMs: number, match?: EventFilter): Promise<ControlEvent | null> {
+    const i = this.queue.findIndex((e) => types.includes(e.header.type) && (!match || match(e)));
     if (i >= 0) return this.queue.splice(i, 1)[0]!;
     if (this.failed) throw this.failed;
     // Several callers may wait at once for different types (the training loop for progress, an
-    // evaluation for a snapshot): each event goes to the oldest waiter that takes its type.
-    const waiter = { types, take: (_: ControlEvent) => undefined as void };
+    // evaluation for a snapshot) or peers (a shard restart and a replacement worker, each for
+    // its own HELLO): each event goes to the oldest waiter that takes it.
+    const waiter = { types, match, take: (_: ControlEvent) => undefined as void };
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
       new Promise<ControlEvent | null>((resolve) => {
@@ -189,6 +203,16 @@ export class Coordinator {
       clearTimeout(timer);
       this.waiters = this.waiters.filter((w) => w !== waiter);
     });
+  }
+
+  /**
+   * Run `f` when no other membership change runs: a shard restart and a replacement worker's
+   * join must not interleave (each tells the workers or the shards who is where).
+   */
+  exclusive<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.exclusiveChain.then(f, f);
+    this.exclusiveChain = run.catch(() => undefined);
+    return run;
   }
 
   async send(role: Role, rank: number, type: MsgType, body: unknown = null, extra: Buffer[] = []): Promise<void> {
@@ -211,6 +235,11 @@ export class Coordinator {
   lost(role: Role, rank: number, err: Error): void {
     if (role === "worker" && this.onWorkerLost?.(rank, err)) return;
     this.fail(err);
+  }
+
+  /** Drop the queued events `match` takes (those of a process that was stopped). */
+  drop(match: EventFilter): void {
+    for (let i = this.queue.length - 1; i >= 0; i--) if (match(this.queue[i]!)) this.queue.splice(i, 1);
   }
 
   /** Drop a lost worker: no more heartbeats are expected from it, no messages go to it. */

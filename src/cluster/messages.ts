@@ -39,8 +39,10 @@ export interface ShardRestore {
   endpoint?: string;
   /** --resume: the checkpoint at exactly this step, which every shard has */
   step?: number;
-  /** a restart after a crash: the gradients each worker has had acknowledged by this shard */
-  workerClocks?: number[];
+  /** a restart after a crash: the gradients each worker has had acknowledged by this shard (null: not known, keep the checkpoint's) */
+  workerClocks?: (number | null)[];
+  /** a restart after a crash: workers lost from the run (--on-worker-failure), not to be waited for */
+  left?: number[];
 }
 
 /** No periodic evaluation in the last half interval of a run: the final evaluation follows. */

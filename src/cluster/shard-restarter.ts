@@ -1,7 +1,7 @@
 import { f32Frame } from "../transport/frames.js";
 import { MsgType } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
-import type { Coordinator } from "./coordinator.js";
+import { type Coordinator, from } from "./coordinator.js";
 import type { RoleLauncher } from "./launcher.js";
 import type { ConfigMsg, MapMsg, ReadyMsg, RestartAck } from "./messages.js";
 
@@ -10,6 +10,14 @@ export interface RestartableShards {
   shardDown(k: number): void;
   /** the shard serves again at `endpoint`: restore what the coordinator holds it to, resend what was in flight */
   shardUp(k: number, endpoint: string): Promise<void>;
+}
+
+/** What a restart needs to know of the workers' membership (--on-worker-failure, worker-failures.ts). */
+export interface WorkerMembership {
+  /** rank is out of the run (lost, its replacement not joined yet) */
+  isLost(rank: number): boolean;
+  /** stop replacements that are joining now; they start again after the restart */
+  interruptJoins(): void;
 }
 
 export interface RestartRecord {
@@ -26,19 +34,24 @@ export interface RestartRecord {
  * Restarts a server shard that died during training (a local run with --checkpoint-every):
  *
  *  1. the coordinator's and the workers' sockets to the shard are dropped ("down"); each worker
- *     answers with the number of its gradients the shard had acknowledged;
+ *     answers with the number of its gradients the shard had acknowledged (a worker lost
+ *     meanwhile is not waited for: the new process learns it has left);
  *  2. a new process is started; its CONFIG says: restore the newest valid checkpoint, set the
  *     clocks to the workers', bind the dead shard's endpoint;
  *  3. once it is READY, the coordinator re-arms its evaluation hold on it and resends what it had
  *     in flight, then the workers are told "up" and resend theirs.
  *
- * Restarts run one at a time. Any failure on the way fails the run with an error naming the shard.
+ * Restarts run one at a time, and never while a replacement worker joins (Coordinator.exclusive):
+ * a replacement that is joining when a shard dies is stopped and started again after the restart.
+ * Any failure on the way fails the run with an error naming the shard.
  */
 export class ShardRestarter {
   readonly records: RestartRecord[] = [];
   private readonly perShard = new Map<number, number>();
   private chain: Promise<void> = Promise.resolve();
   private active = false;
+  /** the restart under way: its shard, and whether the process it started has died too */
+  private current: { k: number; dead: boolean } | null = null;
 
   constructor(
     private readonly coordinator: Coordinator,
@@ -49,6 +62,7 @@ export class ShardRestarter {
     private readonly shards: RestartableShards,
     private readonly logFile: (k: number) => string,
     private readonly log: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly membership: WorkerMembership = { isLost: () => false, interruptJoins: () => undefined },
   ) {}
 
   /** Restarts are taken only while training runs (from START to the last DONE). */
@@ -74,17 +88,32 @@ export class ShardRestarter {
     const n = (this.perShard.get(k) ?? 0) + 1;
     if (!this.active || n > this.cfgMsg.config.maxRestarts) return false;
     this.perShard.set(k, n);
+    // The new process of a restart under way died: that restart gives way to the next one.
+    if (this.current?.k === k) this.current.dead = true;
+    // Its heartbeats stop now: the new process registers again with its HELLO.
+    this.coordinator.forget("server", k);
     this.shards.shardDown(k);
-    this.chain = this.chain
-      .then(() => this.restart(k))
-      .catch((err: unknown) => {
-        const msg = err instanceof Error ? err.message : String(err);
-        this.coordinator.fail(new PsError(ErrorCode.PEER_LOST, `server shard ${k} could not be restarted: ${msg}`));
-      });
+    const restart = this.coordinator.exclusive(() => this.restart(k)).catch((err: unknown) => {
+      const msg = err instanceof Error ? err.message : String(err);
+      this.coordinator.fail(new PsError(ErrorCode.PEER_LOST, `server shard ${k} could not be restarted: ${msg}`));
+    });
+    this.chain = this.chain.then(() => restart);
+    // A replacement joining now would wait on the dead shard: it starts again after the restart.
+    this.membership.interruptJoins();
     return true;
   }
 
   private async restart(k: number): Promise<void> {
+    const cur = { k, dead: false };
+    this.current = cur;
+    try {
+      await this.restartOnce(k, cur);
+    } finally {
+      this.current = null;
+    }
+  }
+
+  private async restartOnce(k: number, cur: { dead: boolean }): Promise<void> {
     const t0 = performance.now();
     const { config } = this.cfgMsg;
     const entry = this.map.servers.find((s) => s.shard === k);
@@ -92,31 +121,43 @@ export class ShardRestarter {
     this.log("server shard restarting", { shard: k });
 
     const down: MapMsg = { servers: [], restart: { shard: k, phase: "down" } };
+    // The workers registered now (not lost, no replacement half-joined: see exclusive) answer.
+    const asked = this.coordinator.workerRanks();
     await this.coordinator.broadcast("worker", MsgType.MAP, down);
-    const clocks = new Array<number>(config.workers).fill(0);
-    const seen = new Set<number>();
-    await this.coordinator.collect(
-      MsgType.ACK,
-      config.workers,
-      config.timeoutMs,
-      (ev) => {
-        const a = ev.body as RestartAck | null;
-        if (ev.peer.role !== "worker" || a?.shard !== k || !Number.isInteger(a.clock) || a.clock < 0)
-          throw new PsError(ErrorCode.BAD_MESSAGE, `unexpected answer to shard ${k}'s restart from ${ev.peer.role} ${ev.peer.rank}`);
-        clocks[ev.peer.rank] = a.clock;
-        seen.add(ev.peer.rank);
-      },
-      () => [...Array(config.workers).keys()].filter((r) => !seen.has(r)).map((r) => `worker:${r}`),
-    );
+    const clocks = new Array<number | null>(config.workers).fill(null);
+    const deadline = Date.now() + config.timeoutMs;
+    const waiting = () => asked.filter((r) => clocks[r] === null && !this.membership.isLost(r));
+    const isAck = (ev: { peer: { role: string }; body: unknown }) => ev.peer.role === "worker" && (ev.body as RestartAck | null)?.shard === k;
+    while (waiting().length > 0) {
+      if (Date.now() > deadline) throw new PsError(ErrorCode.TIMEOUT, `no answer to shard ${k}'s restart within ${config.timeoutMs} ms from ${waiting().map((r) => `worker ${r}`).join(", ")}`);
+      const ev = await this.coordinator.next([MsgType.ACK], 250, isAck);
+      if (!ev) continue;
+      const a = ev.body as RestartAck;
+      if (!Number.isInteger(a.clock) || a.clock < 0) throw new PsError(ErrorCode.BAD_MESSAGE, `worker ${ev.peer.rank} answered shard ${k}'s restart with clock ${String(a.clock)}`);
+      clocks[ev.peer.rank] = a.clock;
+    }
+    // Lost workers (and any that did not answer before it was lost) are out of the run for the new process.
+    const left = [...Array(config.workers).keys()].filter((r) => this.membership.isLost(r));
+    for (const r of left) clocks[r] = null;
 
     this.launcher.start("server", k, this.logFile(k));
-    const hello = await this.coordinator.next([MsgType.HELLO], config.timeoutMs);
-    if (!hello || hello.peer.role !== "server" || hello.peer.rank !== k) throw new PsError(ErrorCode.TIMEOUT, `no HELLO from the new process of server shard ${k} within ${config.timeoutMs} ms`);
+    // The new process's messages; null when it died meanwhile (the next restart takes over).
+    const until = Date.now() + config.timeoutMs;
+    const fromNew = async (type: MsgType, what: string) => {
+      for (;;) {
+        if (cur.dead) return null;
+        if (Date.now() > until) throw new PsError(ErrorCode.TIMEOUT, `no ${what} from the new process of server shard ${k} within ${config.timeoutMs} ms`);
+        const ev = await this.coordinator.next([type], 250, from("server", k));
+        if (ev) return ev;
+      }
+    };
+    const hello = await fromNew(MsgType.HELLO, "HELLO");
+    if (!hello) return;
     const range = this.cfgMsg.ranges[k]!;
-    const cfg: ConfigMsg = { ...this.cfgMsg, restore: { endpoint: entry.endpoint, workerClocks: clocks } };
+    const cfg: ConfigMsg = { ...this.cfgMsg, restore: { endpoint: entry.endpoint, workerClocks: clocks, left } };
     await this.coordinator.send("server", k, MsgType.CONFIG, cfg, [f32Frame(this.init.subarray(range.start, range.end))]);
-    const ready = await this.coordinator.next([MsgType.READY], config.timeoutMs);
-    if (!ready || ready.peer.role !== "server" || ready.peer.rank !== k) throw new PsError(ErrorCode.TIMEOUT, `server shard ${k}'s new process was not READY within ${config.timeoutMs} ms`);
+    const ready = await fromNew(MsgType.READY, "READY");
+    if (!ready) return;
     const body = ready.body as ReadyMsg;
     const endpoint = body.endpoint ?? entry.endpoint;
 

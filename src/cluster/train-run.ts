@@ -327,8 +327,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     const evaluator: RunEvaluator = psEvaluator ?? new AllreduceEvaluator(model, dataset, coordinator, pipelined ? cfg.stages : 1);
     closeEvaluator = () => evaluator.close();
     if (psEvaluator && cfg.checkpointEvery > 0) {
-      // A restarted shard also gets back the coordinator's membership socket, and learns again
-      // which workers left the run (--on-worker-failure shrink) before it serves.
+      // A restarted shard also gets back the coordinator's membership socket. The workers lost so
+      // far come in its CONFIG (restore.left); one lost later is told over this socket once it is
+      // up (failures.onLeft waits for it), one request at a time.
       const restartable: RestartableShards = {
         shardDown: (k) => {
           psEvaluator.shardDown(k);
@@ -336,12 +337,12 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
         },
         shardUp: async (k, ep) => {
           await Promise.all([psEvaluator.shardUp(k, ep), memberClients[k]?.up(ep)]);
-          const c = memberClients[k];
-          const live = new Set(failures.liveRanks());
-          if (c) for (let r = 0; r < cfg.workers; r++) if (!live.has(r)) await tellWorkerLeft(c, r);
         },
       };
-      restarter = new ShardRestarter(coordinator, launcher, cfgMsg, init, map, restartable, (k) => runDir.logFile(`server-${k}.log`), log);
+      restarter = new ShardRestarter(coordinator, launcher, cfgMsg, init, map, restartable, (k) => runDir.logFile(`server-${k}.log`), log, {
+        isLost: (r) => failures.isLost(r),
+        interruptJoins: () => failures.interruptJoins(),
+      });
     }
     // Every wait of the coordinator also ends as soon as any process of the run fails.
     const guard = <T>(p: Promise<T>): Promise<T> => Promise.race([p, coordinator.failure]);

@@ -1,7 +1,7 @@
 import type { WorkerFailurePolicy } from "../config/train-config.js";
 import { MsgType } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
-import type { Coordinator } from "./coordinator.js";
+import { type Coordinator, from } from "./coordinator.js";
 import type { RoleLauncher } from "./launcher.js";
 import type { ConfigMsg, MapMsg, MembersMsg } from "./messages.js";
 
@@ -46,6 +46,9 @@ export class WorkerFailures {
   private readonly lost = new Set<number>();
   private readonly replacing = new Set<number>();
   private readonly replacements = new Map<number, number>();
+  /** ranks whose replacement process is started and not yet in the run, with its join's token */
+  private readonly joining = new Map<number, number>();
+  private joinTokens = 0;
   private armed = false;
   private wake: (() => void) | null = null;
   private wakeup: Promise<void>;
@@ -138,23 +141,56 @@ export class WorkerFailures {
       .then(() => this.onLeft?.(rank))
       .then(() => (this.o.policy === "shrink" ? this.announceMembers() : undefined))
       .catch((e: unknown) => coordinator.fail(e instanceof Error ? e : new Error(String(e))));
-    if (this.o.policy === "wait") {
-      const n = this.replacements.get(rank)!;
-      // One replacement joins at a time: each one's HELLO and READY are told apart by rank only.
-      this.replaceChain = this.replaceChain
-        .then(() => this.chain)
-        .then(() => this.replace(rank, n, rec))
-        .catch((e: unknown) => coordinator.fail(e instanceof Error ? e : new Error(String(e))));
-    }
+    if (this.o.policy === "wait") this.queueReplacement(rank, this.replacements.get(rank)!, rec);
     this.signal();
     return true;
   }
 
+  /**
+   * One replacement joins at a time, and never during a shard restart (Coordinator.exclusive):
+   * both tell the workers and the shards who is where.
+   */
+  private queueReplacement(rank: number, n: number, rec: WorkerFailureRecord): void {
+    const { coordinator } = this.o;
+    this.replaceChain = this.replaceChain
+      .then(() => this.chain)
+      .then(() => coordinator.exclusive(() => this.replace(rank, n, rec)))
+      .catch((e: unknown) => coordinator.fail(e instanceof Error ? e : new Error(String(e))));
+  }
+
+  /**
+   * A server shard died: a replacement that is joining now would wait on it (its JOIN, its first
+   * pull). Stop it and start it again once the restart is done; this does not count as a
+   * replacement of the rank.
+   */
+  interruptJoins(): void {
+    for (const [rank] of this.joining) {
+      this.joining.delete(rank);
+      this.o.launcher.release?.("worker", rank);
+      this.o.coordinator.forget("worker", rank);
+      this.o.coordinator.drop(from("worker", rank));
+      const rec = this.records.filter((r) => r.rank === rank).pop()!;
+      this.o.log("replacement interrupted by a shard restart; it starts again after it", { rank });
+      this.queueReplacement(rank, this.replacements.get(rank)!, rec);
+    }
+  }
+
   /** Start a replacement for `rank` and bring it into the run: HELLO, CONFIG, MAP, READY, START. */
   private async replace(rank: number, n: number, rec: WorkerFailureRecord): Promise<void> {
+    // A replacement that is itself lost before it joins makes this task stale: the next one takes
+    // over; so does one interrupted by a shard restart (interruptJoins).
+    const token = ++this.joinTokens;
+    const stale = () => this.replacements.get(rank) !== n || !this.replacing.has(rank) || this.joining.get(rank) !== token;
+    this.joining.set(rank, token);
+    try {
+      await this.join(rank, n, rec, stale);
+    } finally {
+      if (this.joining.get(rank) === token) this.joining.delete(rank);
+    }
+  }
+
+  private async join(rank: number, n: number, rec: WorkerFailureRecord, stale: () => boolean): Promise<void> {
     const { coordinator, launcher } = this.o;
-    // A replacement that is itself lost before it joins makes this task stale: the next one takes over.
-    const stale = () => this.replacements.get(rank) !== n || !this.replacing.has(rank);
     if (stale()) return;
     const t0 = Date.now();
     const deadline = t0 + this.o.replaceTimeoutMs;
@@ -165,8 +201,8 @@ export class WorkerFailures {
         if (stale()) return null;
         const remaining = deadline - Date.now();
         if (remaining <= 0) throw late(what);
-        const ev = await coordinator.next([type], Math.min(remaining, 250));
-        if (ev && ev.peer.role === "worker" && ev.peer.rank === rank) return ev;
+        const ev = await coordinator.next([type], Math.min(remaining, 250), from("worker", rank));
+        if (ev) return ev;
       }
     };
     this.o.log("starting a replacement", { rank, replacement: n });
@@ -177,6 +213,7 @@ export class WorkerFailures {
     await coordinator.send("worker", rank, MsgType.CONFIG, { ...this.cfgMsg!, replacement: true });
     await coordinator.send("worker", rank, MsgType.MAP, this.map!);
     if (!(await waitFor(MsgType.READY, "READY"))) return;
+    if (stale()) return;
     await coordinator.send("worker", rank, MsgType.START);
     this.replacing.delete(rank);
     this.lost.delete(rank);

@@ -39,7 +39,7 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
   const ckptDir = checkpointDir(checkpointRoot, shardIndex);
   const restore = cfgMsg.restore;
   let skipped: string[] = [];
-  if (restore) skipped = restoreShard(shard, ckptDir, shardIndex, range, cfg.optimizer, restore.step, restore.workerClocks ?? null);
+  if (restore) skipped = restoreShard(shard, ckptDir, shardIndex, range, cfg.optimizer, restore.step, restore.workerClocks ?? null, restore.left ?? []);
   const checkpoint = () => {
     const st = shard.state();
     writeCheckpoint(
@@ -109,19 +109,28 @@ export function maxShardFrameBytes(range: KeyRange): number {
  * restarted shard starts again from the initial weights (every gradient so far is lost).
  * Returns the checkpoints skipped as corrupt, with why.
  */
-function restoreShard(shard: ServerShard, dir: string, k: number, range: KeyRange, optimizer: string, step: number | undefined, workerClocks: number[] | null): string[] {
+function restoreShard(
+  shard: ServerShard,
+  dir: string,
+  k: number,
+  range: KeyRange,
+  optimizer: string,
+  step: number | undefined,
+  workerClocks: (number | null)[] | null,
+  left: number[],
+): string[] {
   const { ckpt, skipped } = latestCheckpoint(dir, step);
   if (!ckpt) {
     if (step !== undefined) throw new Error(`server ${k}: no valid checkpoint at step ${step} in ${dir}${skipped.length ? ` (${skipped.join("; ")})` : ""}`);
     const fresh = shard.state();
-    shard.restore({ ...fresh, tensors: new Map(fresh.tensors.map(([n, t]) => [n, Float32Array.from(t)])) }, workerClocks);
+    shard.restore({ ...fresh, tensors: new Map(fresh.tensors.map(([n, t]) => [n, Float32Array.from(t)])) }, workerClocks, left);
     shard.restoredFrom = null;
     return skipped;
   }
   const h = ckpt.header;
   if (h.shard !== k || h.range.start !== range.start || h.range.end !== range.end || h.optimizer.name !== optimizer)
     throw new Error(`server ${k}: ${ckpt.file} is of shard ${h.shard} [${h.range.start}, ${h.range.end}) with ${h.optimizer.name}, not of this shard [${range.start}, ${range.end}) with ${optimizer}`);
-  shard.restore({ step: h.step, version: h.version, appliedGradients: h.appliedGradients, clocks: h.clocks, optimizerScalars: h.optimizer.scalars, tensors: ckpt.tensors }, workerClocks);
+  shard.restore({ step: h.step, version: h.version, appliedGradients: h.appliedGradients, clocks: h.clocks, optimizerScalars: h.optimizer.scalars, tensors: ckpt.tensors }, workerClocks, left);
   return skipped;
 }
 

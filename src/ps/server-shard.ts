@@ -222,11 +222,14 @@ export class ServerShard implements ShardClocks {
   /**
    * Load a checkpoint. `workerClocks` (a restart after a crash): the gradients each worker has
    * had acknowledged by the shard; those pushed after the checkpoint are lost and counted, and
-   * the clocks are set to where the workers are, so that they go on from there.
+   * the clocks are set to where the workers are, so that they go on from there. A worker with
+   * no clock there (null) keeps the checkpoint's. `left`: workers lost from the run meanwhile
+   * (--on-worker-failure); they are not waited for, as after WORKER_LEFT.
    */
   restore(
     st: { step: number; version: number; appliedGradients: number; clocks: readonly number[]; optimizerScalars: Record<string, number>; tensors: ReadonlyMap<string, Float32Array> },
-    workerClocks: readonly number[] | null = null,
+    workerClocks: readonly (number | null)[] | null = null,
+    left: readonly number[] = [],
   ): void {
     const w = st.tensors.get("weights");
     if (!w || w.length !== this.weights.length) throw new Error(`shard ${this.opts.shard}: checkpoint holds ${w?.length ?? 0} weights, the range has ${this.weights.length}`);
@@ -237,9 +240,11 @@ export class ServerShard implements ShardClocks {
     this.appliedGradients = st.appliedGradients;
     this.clocks.set(st.clocks);
     this.restoredFrom = st.step;
+    for (const r of left) if (r >= 0 && r < this.workers) this.live[r] = false;
     if (workerClocks) {
       let lost = 0;
       for (let r = 0; r < this.workers; r++) {
+        if (!this.live[r]) continue;
         // A gradient in the checkpoint whose answer the worker never got is pushed again.
         const c = workerClocks[r] ?? st.clocks[r]!;
         lost += Math.max(0, c - st.clocks[r]!);
@@ -265,7 +270,7 @@ export class ServerShard implements ShardClocks {
     const zero = new Float32Array(this.weights.length);
     for (let r = 0; r < this.workers; r++) {
       const c = this.clocks[r]!;
-      if (c === m) continue;
+      if (c === m || !this.live[r]) continue;
       if (c !== m + 1) throw new Error(`shard ${this.opts.shard}: sync workers resume ${c - m} clocks apart (worker ${r} at ${c}, slowest at ${m})`);
       this.early[r] = this.holdEarly(r, zero);
     }
