@@ -1,5 +1,6 @@
 import type { Dealer } from "zeromq";
-import { handshakeProblem, newDealer } from "../transport/sockets.js";
+import { roleProof } from "../transport/curve-keys.js";
+import { curveKeys, handshakeProblem, newDealer } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
 import { decodeHeader, DType, type Header, MsgType, typeName } from "../transport/header.js";
@@ -99,7 +100,8 @@ export class ControlClient {
   }
 
   async hello(): Promise<ControlMessage> {
-    const hello: HelloMsg = { role: this.role, rank: this.rank, pid: process.pid };
+    const keys = curveKeys();
+    const hello: HelloMsg = { role: this.role, rank: this.rank, pid: process.pid, ...(keys ? { proof: roleProof(keys, this.role, this.rank) } : {}) };
     await this.send(MsgType.HELLO, hello);
     return this.next([MsgType.CONFIG], this.timeoutMs, "CONFIG");
   }

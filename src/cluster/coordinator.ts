@@ -1,5 +1,6 @@
 import type { Router } from "zeromq";
-import { bindSocket, newBoundRouter, refusalHint } from "../transport/sockets.js";
+import { checkRoleProof } from "../transport/curve-keys.js";
+import { bindSocket, curveKeys, newBoundRouter, noteRoleRefused, refusalHint } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
 import { decodeHeader, DType, type Header, makeHeader, MsgType, typeName } from "../transport/header.js";
@@ -134,6 +135,12 @@ export class Coordinator {
     if ((h.role !== "server" && h.role !== "worker") || !Number.isInteger(h.rank)) return;
     const key = `${h.role}:${h.rank}`;
     if (!this.expected.has(key)) return;
+    // With CURVE the allowlist admits the client's key; the proof binds it to the role it claims.
+    const keys = curveKeys();
+    if (keys && !checkRoleProof(keys, h.role, h.rank, h.proof)) {
+      noteRoleRefused(`${h.role} ${h.rank}`);
+      return;
+    }
     this.peers.set(key, { role: h.role, rank: h.rank, pid: h.pid, routingId: Buffer.from(id), lastSeen: Date.now() });
     this.dispatch({ peer: this.peers.get(key)!, header: makeHeader(MsgType.HELLO), body, frames: [] });
   }

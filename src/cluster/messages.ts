@@ -9,6 +9,8 @@ export interface HelloMsg {
   role: Role;
   rank: number;
   pid: number;
+  /** with CURVE: proof that the sender holds the secret key of `role` (curve-keys.ts roleProof) */
+  proof?: string;
 }
 
 export interface ConfigMsg {

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, diffieHellman, timingSafeEqual } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { curveKeyPair } from "zeromq";
@@ -57,6 +57,48 @@ export function publicKeyOf(secretZ85: string): string {
   const x = createPublicKey(key).export({ format: "jwk" }).x;
   if (typeof x !== "string") throw new Error("X25519 public key export failed");
   return z85Encode(Buffer.from(x, "base64url"));
+}
+
+/** PKCS#8 private and SPKI public X25519 key objects from raw 32-byte Z85 keys. */
+function x25519Private(z85: string) {
+  return createPrivateKey({ key: Buffer.concat([X25519_PKCS8_PREFIX, z85Decode(z85)!]), format: "der", type: "pkcs8" });
+}
+
+const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+
+function x25519Public(z85: string) {
+  return createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, z85Decode(z85)!]), format: "der", type: "spki" });
+}
+
+function proofOf(shared: Buffer, role: string, rank: number): Buffer {
+  return createHmac("sha256", shared).update(`ps-train hello ${role} ${rank}`).digest();
+}
+
+/**
+ * A role process's proof, sent in its HELLO, that it holds the secret key of the role it claims:
+ * an HMAC keyed with the X25519 secret its key pair shares with the coordinator's. Only holders
+ * of the claimed role's secret key (or the coordinator's) can make it; the CURVE channel it
+ * travels on keeps it from being seen and replayed.
+ */
+export function roleProof(keys: CurveKeys, role: CurveRole, rank: number): string {
+  const shared = diffieHellman({ privateKey: x25519Private(keys.secretKey), publicKey: x25519Public(keys.serverKeys.coordinator) });
+  return proofOf(shared, role, rank).toString("hex");
+}
+
+/**
+ * The coordinator's check of a HELLO's proof: made with the secret key of some allowlisted key of
+ * `role`. Without it an allowlisted worker key could claim to be a server shard.
+ */
+export function checkRoleProof(keys: CurveKeys, role: CurveRole, rank: number, proof: unknown): boolean {
+  if (typeof proof !== "string" || !/^[0-9a-f]{64}$/.test(proof)) return false;
+  const got = Buffer.from(proof, "hex");
+  const me = x25519Private(keys.secretKey);
+  for (const [key, entry] of keys.allowlist) {
+    if (entry.role !== role) continue;
+    const shared = diffieHellman({ privateKey: me, publicKey: x25519Public(key) });
+    if (timingSafeEqual(proofOf(shared, role, rank), got)) return true;
+  }
+  return false;
 }
 
 /**

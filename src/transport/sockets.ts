@@ -29,6 +29,8 @@ export interface SecurityStats {
   zapDenied: number;
   /** handshakes a binding socket saw fail before ZAP (e.g. a client without CURVE) */
   handshakeFailed: number;
+  /** coordinator: HELLOs refused because they did not prove the key of the role they claimed */
+  roleRefused: number;
 }
 
 export type SecurityLog = (event: string, fields: Record<string, unknown>) => void;
@@ -38,7 +40,7 @@ let log: SecurityLog = () => undefined;
 const zaps = new Map<Context, Promise<ZapHandler>>();
 /** the handlers of `zaps` that are up, for their counters */
 const settled = new Map<Context, ZapHandler>();
-const counts = { handshakeFailed: 0, closedZapAllowed: 0, closedZapDenied: 0 };
+const counts = { handshakeFailed: 0, closedZapAllowed: 0, closedZapDenied: 0, roleRefused: 0 };
 /** the last handshake failure each connecting socket saw, for the error that names its peer */
 const clientFailures = new WeakMap<Socket, string>();
 
@@ -86,7 +88,13 @@ export function securityStats(): SecurityStats {
     allowed += h.allowed;
     denied += h.denied;
   }
-  return { zapAllowed: allowed, zapDenied: denied, handshakeFailed: counts.handshakeFailed };
+  return { zapAllowed: allowed, zapDenied: denied, handshakeFailed: counts.handshakeFailed, roleRefused: counts.roleRefused };
+}
+
+/** The coordinator refused a HELLO whose role the client's key does not prove (logged, counted). */
+export function noteRoleRefused(claim: string): void {
+  counts.roleRefused++;
+  logRefusal(`role ${claim}`, "HELLO refused: no proof of the claimed role's key", { claim });
 }
 
 /**
@@ -98,6 +106,7 @@ export function refusalHint(): string {
   const s = securityStats();
   const parts: string[] = [];
   if (s.zapDenied > 0) parts.push(`${s.zapDenied} refused by the allowlist (a key not listed, or listed for a role this socket does not admit)`);
+  if (s.roleRefused > 0) parts.push(`${s.roleRefused} HELLOs that did not prove the key of the role they claimed`);
   if (s.handshakeFailed > 0) parts.push(`${s.handshakeFailed} failed CURVE handshakes (no or wrong keys)`);
   return parts.length ? ` (CURVE refused connections here: ${parts.join(", ")}; see the log)` : "";
 }

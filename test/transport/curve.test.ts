@@ -1,12 +1,15 @@
 import { strict as assert } from "node:assert";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { createConnection, createServer, type Server, type Socket as NetSocket } from "node:net";
 import { join } from "node:path";
 import { curveKeyPair, Dealer, Push } from "zeromq";
 import { Allreducer } from "../../src/allreduce/allreducer.js";
 import { PeerGroup } from "../../src/allreduce/peer-group.js";
 import { encodeArHeader, Phase } from "../../src/allreduce/wire.js";
+import { Coordinator } from "../../src/cluster/coordinator.js";
 import { serveShard } from "../../src/ps/server-main.js";
-import { type CurveRole, generateCurveKeys, loadCurveKeys, publicKeyOf } from "../../src/transport/curve-keys.js";
+import { checkRoleProof, type CurveRole, generateCurveKeys, loadCurveKeys, publicKeyOf, roleProof } from "../../src/transport/curve-keys.js";
 import { decodeHeader, DType, makeHeader, MsgType } from "../../src/transport/header.js";
 import { PeerClient } from "../../src/transport/peer-client.js";
 import { bindSocket, disableCurve, enableCurve, newBoundRouter, securityStats } from "../../src/transport/sockets.js";
@@ -14,6 +17,7 @@ import { z85Decode, z85Encode } from "../../src/transport/z85.js";
 import { tempDir } from "../helpers/run.js";
 import { makeShard, pushPull, RUN_ID } from "../helpers/shard.js";
 
+const HELLO_AS = fileURLToPath(new URL("../fixtures/hello-as.js", import.meta.url));
 const SIZE = 4096;
 /** A float pattern no ciphertext will hold by chance: 1234.5, 1234.5, ... */
 const PATTERN = 1234.5;
@@ -130,6 +134,41 @@ describe("CURVE security of the ZeroMQ sockets", function () {
     assert.equal(z85Encode(z85Decode(pair.publicKey)!), pair.publicKey);
     assert.equal(publicKeyOf(pair.secretKey), pair.publicKey);
     assert.equal(z85Decode("abc"), null);
+  });
+
+  it("a HELLO proves the key of the role it claims: made only with that role's secret key", () => {
+    const coord = loadCurveKeys(dir, "coordinator");
+    const worker = loadCurveKeys(dir, "worker");
+    const server = loadCurveKeys(dir, "server");
+    assert.equal(checkRoleProof(coord, "worker", 3, roleProof(worker, "worker", 3)), true);
+    assert.equal(checkRoleProof(coord, "server", 0, roleProof(server, "server", 0)), true);
+    // a worker's key cannot make a server's proof, nor a proof for another rank
+    assert.equal(checkRoleProof(coord, "server", 0, roleProof(worker, "server", 0)), false);
+    assert.equal(checkRoleProof(coord, "worker", 4, roleProof(worker, "worker", 3)), false);
+    for (const bad of [undefined, "", "zz", "0".repeat(64), 42]) assert.equal(checkRoleProof(coord, "worker", 3, bad), false);
+  });
+
+  it("the coordinator refuses a HELLO from an allowlisted worker key that claims to be a server shard, and names the refusal", async () => {
+    await as("coordinator");
+    const coordinator = new Coordinator(1, 3000);
+    const endpoint = await coordinator.bind("tcp://127.0.0.1:*");
+    coordinator.expect("server", 0);
+    const spawnHello = (keyRole: string) => spawn(process.execPath, [HELLO_AS, dir, keyRole, "server", "0", endpoint], { stdio: "ignore" });
+    const impostor = spawnHello("worker");
+    try {
+      await assert.rejects(coordinator.waitForHellos(3000), /no HELLO within 3000 ms from server shard 0 \(CURVE refused connections here: \d+ HELLOs that did not prove the key of the role they claimed/);
+      assert.ok(securityStats().roleRefused > 0);
+    } finally {
+      impostor.kill("SIGKILL");
+    }
+    const real = spawnHello("server");
+    try {
+      await coordinator.waitForHellos(10_000);
+      assert.equal(coordinator.peer("server", 0)?.pid, real.pid);
+    } finally {
+      real.kill("SIGKILL");
+      coordinator.close();
+    }
   });
 
   it("an allowlisted worker pushes and pulls through an encrypted shard", async () => {
