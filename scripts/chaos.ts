@@ -1,5 +1,5 @@
 /**
- * npm run chaos [-- --epochs 3 --interval 10 --workers 4 --servers 2 --checkpoint-every 50
+ * npm run chaos [-- --epochs 10 --interval 10 --workers 4 --servers 2 --checkpoint-every 50
  *                  --seed 1 --mode async --model mlp --dataset mnist --out DIR --quick]
  *
  * The chaos benchmark: the same ps-train run twice, one after the other, on this machine:
@@ -84,7 +84,7 @@ function options(): Options {
         mode: { type: "string", default: "async" },
         model: { type: "string", default: "mlp" },
         dataset: { type: "string", default: "mnist" },
-        epochs: { type: "string", default: "3" },
+        epochs: { type: "string", default: "10" },
         workers: { type: "string", default: "4" },
         servers: { type: "string", default: "2" },
         interval: { type: "string", default: "10" },

@@ -107,6 +107,25 @@ describe("reliability: checkpoints, restart, resume (real processes)", function 
     assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
   });
 
+  for (const mode of ["sync", "async"] as const) {
+    it(`${mode}, --on-worker-failure wait: a shard and a worker killed at once both come back (restart, then replacement) and the run finishes`, async () => {
+      const cfg = smallConfig({ mode, workers: 3, servers: 2, maxSteps: 2500, checkpointEvery: 20, onWorkerFailure: "wait", replaceTimeout: 60_000 });
+      const run = train(cfg);
+      const procs = await waitFor("config.json", () => processes(cfg.out));
+      await waitFor("a second checkpoint of shard 0", () => checkpointAtLeast(cfg.out, 0, 40));
+      process.kill(procs.find((p) => p.role === "worker" && p.rank === 1)!.pid, "SIGKILL");
+      process.kill(procs.find((p) => p.role === "server" && p.rank === 0)!.pid, "SIGKILL");
+      const summary = await run;
+      assert.equal(summary.status, "ok");
+      assert.equal(summary.restarts, 1);
+      assert.equal(summary.workerFailures.length, 1);
+      assert.equal(summary.workerFailures[0]!.rank, 1);
+      assert.equal(summary.workerFailures[0]!.replaced, true);
+      assert.equal(summary.workersAtEnd, 3);
+      assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
+    });
+  }
+
   it("--grad-clip: the shards clip every gradient above the bound and say how many", async () => {
     const plain = await train(smallConfig({ mode: "async", workers: 2, servers: 2, maxSteps: 60 }));
     assert.equal(plain.clippedGradients, 0);
