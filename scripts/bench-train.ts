@@ -6,6 +6,8 @@
  * code and optimizer (so the ratio is the cost of the parameter server). One JSON line per run
  * on stdout; progress on stderr. Figures are read from each run's summary.json.
  * `--comms ps,allreduce` adds allreduce runs (sync only, no servers) beside the parameter server.
+ * `--modes` also takes `async-overlap`: async with --async-overlap on (the next gradient is
+ * computed while the last push-pull is in flight).
  */
 import { parseArgs } from "node:util";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -142,21 +144,25 @@ async function main(): Promise<void> {
     }
     for (const workers of list(opt.workers).map(Number)) {
       // allreduce runs are sync only and have no servers to vary
-      const runs: { comm: CommName; mode: ModeName; servers: number }[] = [];
+      const runs: { comm: CommName; mode: ModeName; servers: number; overlap?: boolean }[] = [];
       for (const comm of list(opt.comms) as CommName[]) {
         if (comm !== "ps" && comm !== "allreduce") throw new Error(`--comms: "${comm}" is not ps or allreduce`);
         if (comm === "allreduce") runs.push({ comm, mode: "sync", servers: 0 });
-        else for (const servers of list(opt.servers).map(Number)) for (const mode of list(opt.modes) as ModeName[]) runs.push({ comm, mode, servers });
+        else
+          for (const servers of list(opt.servers).map(Number))
+            for (const m of list(opt.modes)) runs.push(m === "async-overlap" ? { comm, mode: "async", servers, overlap: true } : { comm, mode: m as ModeName, servers });
       }
-      for (const { comm, mode, servers } of runs) {
-        const cfg: TrainConfig = { ...base, mode, comm, workers, servers: Math.max(1, servers), out: join(root, `${comm}-${mode}-w${workers}-s${servers}`) };
-        note(`${comm} ${mode} workers=${workers} servers=${servers}`);
+      for (const { comm, mode, servers, overlap } of runs) {
+        const name = overlap ? "async-overlap" : mode;
+        const cfg: TrainConfig = { ...base, mode, comm, workers, servers: Math.max(1, servers), asyncOverlap: overlap ? "on" : "off", out: join(root, `${comm}-${name}-w${workers}-s${servers}`) };
+        note(`${comm} ${name} workers=${workers} servers=${servers}`);
         const s = await runLocal(await prepareRun(cfg));
         emit({
           bench: "train",
           impl: "ps-train",
           comm,
           mode,
+          ...(overlap ? { async_overlap: true } : {}),
           staleness: mode === "ssp" ? cfg.staleness : undefined,
           workers,
           servers: s.servers,

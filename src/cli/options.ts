@@ -18,6 +18,7 @@ import type { Argv } from "yargs";
 import {
   ALLREDUCE_ALGO_NAMES,
   ASYNC_LR_SCALES,
+  ASYNC_OVERLAP,
   BACKENDS,
   COMMS,
   DEFAULTS,
@@ -517,6 +518,13 @@ const FIELDS: FieldTable = {
     type: "number",
     parse: int(0),
   },
+  asyncOverlap: {
+    group: "Optimizer",
+    describe: "async with --comm ps: on = a worker computes its next gradient while its last push-pull is in flight (one more step of staleness, communication hidden behind compute); off = push, wait, compute",
+    type: "string",
+    choices: ASYNC_OVERLAP,
+    parse: choice(ASYNC_OVERLAP),
+  },
   asyncLrScale: {
     group: "Optimizer",
     describe: "async and ssp: the step of one arriving gradient: workers (lr / N), none (lr), staleness (lr / max(1, staleness))",
@@ -913,6 +921,10 @@ export function resolveTrainConfig(
   const hbTimeout = last.get("heartbeatTimeout");
   if (hbTimeout !== undefined && config.heartbeatTimeout > 0 && config.heartbeatTimeout <= config.heartbeatMs) {
     throw badOption(`${hbTimeout.where}: must be 0 or more than --heartbeat-ms ${config.heartbeatMs} (got ${show(hbTimeout.raw)})`);
+  }
+  const overlap = last.get("asyncOverlap");
+  if (overlap !== undefined && config.asyncOverlap === "on" && (config.mode !== "async" || config.comm !== "ps" || config.parallelism !== "data")) {
+    throw badOption(`${overlap.where}: on needs --mode async, --comm ps and data parallelism (got --mode ${config.mode} --comm ${config.comm} --parallelism ${config.parallelism})`);
   }
   const policy = last.get("onWorkerFailure");
   if (policy !== undefined && config.onWorkerFailure === "wait" && config.comm === "allreduce") {

@@ -43,6 +43,9 @@ export type AllreduceAlgoName = (typeof ALLREDUCE_ALGO_NAMES)[number];
  */
 export const ASYNC_LR_SCALES = ["workers", "none", "staleness"] as const;
 export type AsyncLrScale = (typeof ASYNC_LR_SCALES)[number];
+/** async: off (push, wait for the new weights, compute) or on (compute the next gradient while the last push is in flight) */
+export const ASYNC_OVERLAP = ["off", "on"] as const;
+export type AsyncOverlap = (typeof ASYNC_OVERLAP)[number];
 
 export interface OptimizerConfig {
   optimizer: OptimizerName;
@@ -67,6 +70,8 @@ export interface OptimizerConfig {
 
 export interface TrainConfig extends OptimizerConfig {
   mode: ModeName;
+  /** async with --comm ps: compute step k+1's gradient while step k's push-pull is in flight */
+  asyncOverlap: AsyncOverlap;
   /** SSP bound s; ignored by the other modes */
   staleness: number;
   workers: number;
@@ -201,6 +206,7 @@ export const DEFAULTS: TrainConfig = {
   lrGamma: 0.5,
   warmupSteps: 20,
   totalSteps: 0,
+  asyncOverlap: "off",
   asyncLrScale: "workers",
 };
 

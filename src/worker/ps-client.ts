@@ -88,8 +88,12 @@ export class ParameterClient implements GradientExchange {
     throw new PsError(ErrorCode.TIMEOUT, `worker ${this.rank}: could not join the shards in ${attempts} rounds (${lastRefusal})`);
   }
 
-  /** Push the gradient computed at `clock` and read the weights for clock + 1, on every shard at once. */
-  async pushPull(clock: number, gradient: Float32Array): Promise<PushPullResult> {
+  /**
+   * Push the gradient computed at `clock` and read the weights for clock + 1, on every shard at
+   * once. `computedOn`: the shard versions of the weights the gradient was computed on (the
+   * staleness the shards record is measured from them), by default the versions held now.
+   */
+  async pushPull(clock: number, gradient: Float32Array, computedOn: readonly number[] = this.versions): Promise<PushPullResult> {
     const replies = await Promise.all(
       this.shards.map((s, k) => {
         const slice = gradient.subarray(s.range.start, s.range.end);
@@ -97,7 +101,7 @@ export class ParameterClient implements GradientExchange {
           runId: this.runId,
           rank: this.rank,
           clock,
-          version: this.versions[k]!,
+          version: computedOn[k]!,
           rangeStart: s.range.start,
           rangeEnd: s.range.end,
           dtype: DType.F32,

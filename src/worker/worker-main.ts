@@ -12,7 +12,7 @@ import { f32Frame } from "../transport/frames.js";
 import { MsgType } from "../transport/header.js";
 import { deriveSeed } from "../util/rng.js";
 import { AllreduceExchange } from "./allreduce-exchange.js";
-import type { GradientExchange } from "./exchange.js";
+import type { GradientExchange, StepResult } from "./exchange.js";
 import { runTensorWorker } from "../tensor/tensor-worker.js";
 import { runPipelineStage } from "./pipeline-stage.js";
 import { ParameterClient } from "./ps-client.js";
@@ -80,19 +80,58 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   let samples = 0;
   let steps = 0;
   let stoppedEarly = false;
+  // One finished step: its figures, the data of the next epoch, the progress report.
+  const record = async (step: number, res: { loss: number; correct: number }, size: number, lastOfEpoch: boolean, r: StepResult, stepComputeMs: number, stepCommMs: number, at: number) => {
+    computeMs += stepComputeMs;
+    commMs += stepCommMs;
+    samples += size;
+    steps++;
+    if (lastOfEpoch) repartition();
+    await reporter.add({ step, t: at - t0, loss: res.loss, correct: res.correct, samples: size, staleness: r.staleness, computeMs: stepComputeMs, commMs: stepCommMs }, at);
+  };
+  // --async-overlap on: step k's gradient is computed while step k-1's push-pull is in flight
+  // (its messages are out before the compute starts; libzmq's I/O thread and the shards work
+  // meanwhile), so it is computed on the weights of step k-2. Two gradient buffers: one being
+  // sent, one being written.
+  const overlap = cfg.asyncOverlap === "on" && cfg.mode === "async" && exchange instanceof ParameterClient;
+  const grads = overlap ? [gradient, new Float32Array(model.size)] : [gradient];
+  let pending: { step: number; res: { loss: number; correct: number }; size: number; lastOfEpoch: boolean; computeMs: number; result: Promise<StepResult> } | null = null;
+  /** wait for the step in flight and record it; true when the run is stopping */
+  const settlePending = async (): Promise<boolean> => {
+    if (!pending) return false;
+    const p = pending;
+    pending = null;
+    const w0 = performance.now();
+    const r = await p.result;
+    const w1 = performance.now();
+    await record(p.step, p.res, p.size, p.lastOfEpoch, r, p.computeMs, w1 - w0, w1);
+    if (r.stopping) stoppedEarly = p.step + 1 < cfgMsg.stepsPerWorker;
+    return r.stopping;
+  };
   for (let step = firstStep; step < cfgMsg.stepsPerWorker; step++) {
     const batch = batcher.nextBatch();
     const lastOfEpoch = batch.stepInEpoch === batcher.stepsPerEpoch - 1;
+    const g = grads[step % grads.length]!;
     const c0 = performance.now();
+    // overlap: the versions of the weights this gradient is computed on, for its push
+    const computedOn = overlap ? [...(exchange as ParameterClient).versions] : null;
     model.setWeights(weights);
-    const res = model.gradient(batch.x, batch.y, batch.size, gradient);
+    const res = model.gradient(batch.x, batch.y, batch.size, g);
     let c1 = performance.now();
     if (slow > 1) {
       // A straggler: the step takes `slow` times as long, without using the CPU while it waits.
       await sleep((slow - 1) * (c1 - c0));
       c1 = performance.now();
     }
-    const r = await exchange.step(step, gradient);
+    if (overlap) {
+      // The run stopped while this gradient was computed: it is not pushed.
+      if (await settlePending()) break;
+      const result = (exchange as ParameterClient).pushPull(step, g, computedOn!);
+      result.catch(() => undefined); // awaited by settlePending; no unhandled rejection meanwhile
+      pending = { step, res, size: batch.size, lastOfEpoch, computeMs: c1 - c0, result };
+      continue;
+    }
+    const r = await exchange.step(step, g);
     if (r.redoFrom !== undefined) {
       // Elastic allreduce: this step's collective failed and the survivors rolled back.
       // Steps after the rollback point are done again: count them once.
@@ -104,17 +143,13 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       continue;
     }
     const c2 = performance.now();
-    computeMs += c1 - c0;
-    commMs += c2 - c1;
-    samples += batch.size;
-    steps++;
-    if (lastOfEpoch) repartition();
-    await reporter.add({ step, t: c2 - t0, loss: res.loss, correct: res.correct, samples: batch.size, staleness: r.staleness, computeMs: c1 - c0, commMs: c2 - c1 }, c2);
+    await record(step, res, batch.size, lastOfEpoch, r, c1 - c0, c2 - c1, c2);
     if (r.stopping) {
       stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
       break;
     }
   }
+  await settlePending();
   await reporter.flush();
   const done: DoneMsg = {
     worker: {

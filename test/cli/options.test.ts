@@ -113,6 +113,8 @@ const SAMPLES: Record<string, [string, unknown]> = {
   lrGamma: ["0.1", 0.1],
   warmupSteps: ["10", 10],
   asyncLrScale: ["staleness", "staleness"],
+  // the samples' mode is ssp, which --async-overlap on refuses: its own test is below
+  asyncOverlap: ["off", "off"],
   checkpointEvery: ["200", 200],
   checkpointKeep: ["5", 5],
   gradClip: ["10", 10],
@@ -372,6 +374,8 @@ describe("cli/options", () => {
       [["--comm", "allreduce", "--mode", "async"], "--mode", "--comm allreduce needs --mode sync"],
       [["--on-worker-failure", "retry"], "--on-worker-failure", '"retry"'],
       [["--comm", "allreduce", "--on-worker-failure", "wait"], "--on-worker-failure", "wait needs --comm ps"],
+      [["--mode", "sync", "--async-overlap", "on"], "--async-overlap", "on needs --mode async"],
+      [["--async-overlap", "yes"], "--async-overlap", '"yes"'],
       [["--heartbeat-ms", "500", "--heartbeat-timeout", "400"], "--heartbeat-timeout", "more than --heartbeat-ms 500", "(got 400)"],
       [["--heartbeat-timeout", "-1"], "--heartbeat-timeout", "-1"],
       [["--replace-timeout", "0"], "--replace-timeout", "(got 0)"],

@@ -90,6 +90,19 @@ describe("training modes, end to end (real processes, real sockets)", function (
     assert.ok(lines.some((l) => l.type === "eval"));
   });
 
+  it("async --async-overlap on: one worker's every gradient is one step stale, every step is pushed once, and it converges", async () => {
+    const cfg = smallConfig({ mode: "async", workers: 1, servers: 2, epochs: 2, optimizer: "sgd", lr: 0.3, asyncOverlap: "on" });
+    const summary = await train(cfg);
+    // Step k's gradient is computed on step k-1's weights: the shards measure staleness 1 (0 for the first).
+    const steps = readFileSync(join(cfg.out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; step?: number; staleness?: number }).filter((l) => l.type === "step");
+    assert.deepEqual(steps.map((l) => l.step), [...Array(summary.stepsPerWorker).keys()], "every step reported once, in order");
+    assert.equal(steps[0]!.staleness, 0);
+    assert.ok(steps.slice(1).every((l) => l.staleness === 1), `staleness ${[...new Set(steps.map((l) => l.staleness))].join(",")}`);
+    assert.equal(summary.staleness.max, 1);
+    assert.equal(summary.steps, summary.stepsPerWorker);
+    assert.ok(summary.testAccuracy > 0.9, `test accuracy ${summary.testAccuracy}`);
+  });
+
   it("async linear regression converges to the known optimum", async () => {
     const cfg = smallConfig({ mode: "async", workers: 3, servers: 2, dataset: "synthetic-linear", model: "linreg", epochs: 4, optimizer: "sgd", lr: 0.3 });
     const summary = await train(cfg);
