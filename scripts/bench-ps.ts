@@ -57,7 +57,7 @@ import { CURVE_KEYS_ENV, generateCurveKeys, loadCurveKeys } from "../src/transpo
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { bindSocket, enableCurveFromEnv, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js";
-import { machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
+import { type DriverChannel, driverChannel, machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x5eed;
@@ -132,35 +132,13 @@ function cpuOf(u: Usage): number {
   return u.user + u.sys;
 }
 
-function send(m: FromChild): void {
-  process.send?.(m);
-}
-
-/** Messages from the driver, queued until a role asks for them. */
-const driverInbox: ToChild[] = [];
-let driverWaiter: (() => void) | null = null;
-
-/**
- * The next driver message, which must be one of `types`. No deadline: a child waits as long as
- * the driver wants, and exits when the driver goes away (see child()).
- */
-async function next<K extends ToChild["type"]>(...types: K[]): Promise<Extract<ToChild, { type: K }>> {
-  for (;;) {
-    const m = driverInbox.shift();
-    if (m !== undefined) {
-      if ((types as string[]).includes(m.type)) return m as Extract<ToChild, { type: K }>;
-      throw new Error(`expected ${types.join(" or ")} from the bench driver, got ${m.type}`);
-    }
-    await new Promise<void>((resolve) => (driverWaiter = resolve));
-  }
-}
-
-/** Report the error to the driver, then exit 1 (once the message is out, or after 2 s). */
+/** The line to the driver, in a child process (set up by child()). */
+let channel: DriverChannel<ToChild, FromChild> | null = null;
+const send = (m: FromChild): void => channel?.send(m);
+const next = <K extends ToChild["type"]>(...types: K[]) => channel!.next(...types);
 function fail(err: unknown): void {
-  const m: FromChild = { type: "error", message: err instanceof Error ? err.message : String(err) };
-  if (process.send && process.connected) process.send(m, undefined, {}, () => process.exit(1));
+  if (channel) channel.fail(err);
   else process.exit(1);
-  setTimeout(() => process.exit(1), 2000);
 }
 
 async function serverRole(shard: number, workers: number, transport: TransportName, tag: string): Promise<void> {
@@ -276,14 +254,8 @@ async function child(): Promise<void> {
     },
   });
   observeGc();
-  // The driver is gone (it exited or was killed): nobody wants our results.
-  process.on("disconnect", () => process.exit(0));
-  process.on("message", (m: ToChild) => {
-    driverInbox.push(m);
-    const w = driverWaiter;
-    driverWaiter = null;
-    w?.();
-  });
+  // Exits when the driver goes away (it exited or was killed): nobody wants our results.
+  channel = driverChannel<ToChild, FromChild>("bench driver");
   try {
     // --curve on: the driver hands the key folder down as PS_TRAIN_CURVE_KEYS, as ps-train does.
     await enableCurveFromEnv(values.role === "server" ? "server" : "worker");

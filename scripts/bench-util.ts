@@ -57,3 +57,47 @@ export function positiveInts(s: string, what: string, min = 1): number[] {
   return xs;
 }
 
+
+/**
+ * A benchmark child's line to its driver over the Node IPC channel: messages from the driver
+ * queue until the child asks for them (`next`), `send` reports, `fail` reports an error and
+ * exits 1. The child exits when the driver goes away. `intercept` takes a message before it is
+ * queued (true: handled, e.g. a stop flag).
+ */
+export function driverChannel<ToChild extends { type: string }, FromChild>(driver: string, intercept?: (m: ToChild) => boolean) {
+  const inbox: ToChild[] = [];
+  let waiter: (() => void) | null = null;
+  process.on("disconnect", () => process.exit(0));
+  process.on("message", (m: ToChild) => {
+    if (intercept?.(m)) return;
+    inbox.push(m);
+    const w = waiter;
+    waiter = null;
+    w?.();
+  });
+  return {
+    send(m: FromChild): void {
+      process.send?.(m);
+    },
+    /** The next driver message, which must be one of `types`; no deadline (see above). */
+    async next<K extends ToChild["type"]>(...types: K[]): Promise<Extract<ToChild, { type: K }>> {
+      for (;;) {
+        const m = inbox.shift();
+        if (m !== undefined) {
+          if ((types as string[]).includes(m.type)) return m as Extract<ToChild, { type: K }>;
+          throw new Error(`expected ${types.join(" or ")} from the ${driver}, got ${m.type}`);
+        }
+        await new Promise<void>((resolve) => (waiter = resolve));
+      }
+    },
+    /** Report the error to the driver, then exit 1 (once the message is out, or after 2 s). */
+    fail(err: unknown): void {
+      const m = { type: "error", message: err instanceof Error ? err.message : String(err) };
+      if (process.send && process.connected) process.send(m, undefined, {}, () => process.exit(1));
+      else process.exit(1);
+      setTimeout(() => process.exit(1), 2000);
+    },
+  };
+}
+
+export type DriverChannel<ToChild extends { type: string }, FromChild> = ReturnType<typeof driverChannel<ToChild, FromChild>>;

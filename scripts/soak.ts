@@ -57,7 +57,7 @@ import { allFinite } from "../src/transport/frames.js";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { bindSocket, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient } from "../src/worker/ps-client.js";
-import { machineCpu, quantiles } from "./bench-util.js";
+import { type DriverChannel, driverChannel, machineCpu, quantiles } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x50a4;
@@ -103,35 +103,16 @@ const wallNow = () => performance.timeOrigin + performance.now();
 
 // ---------------------------------------------------------------- child roles
 
-function send(m: FromChild): void {
-  process.send?.(m);
+/** The line to the driver, in a child process (set up by child()). */
+let channel: DriverChannel<ToChild, FromChild> | null = null;
+const send = (m: FromChild): void => channel?.send(m);
+const next = <K extends ToChild["type"]>(...types: K[]) => channel!.next(...types);
+function fail(err: unknown): void {
+  if (channel) channel.fail(err);
+  else process.exit(1);
 }
-
-/** Messages from the driver, queued until a role asks for them. */
-const driverInbox: ToChild[] = [];
-let driverWaiter: (() => void) | null = null;
 /** set by a stop message while a pusher's loop runs */
 let stopRequested = false;
-
-/** The next driver message, which must be one of `types`; no deadline: a child exits when the driver goes away. */
-async function next<K extends ToChild["type"]>(...types: K[]): Promise<Extract<ToChild, { type: K }>> {
-  for (;;) {
-    const m = driverInbox.shift();
-    if (m !== undefined) {
-      if ((types as string[]).includes(m.type)) return m as Extract<ToChild, { type: K }>;
-      throw new Error(`expected ${types.join(" or ")} from the soak driver, got ${m.type}`);
-    }
-    await new Promise<void>((resolve) => (driverWaiter = resolve));
-  }
-}
-
-/** Report the error to the driver, then exit 1 (once the message is out, or after 2 s). */
-function fail(err: unknown): void {
-  const m: FromChild = { type: "error", message: err instanceof Error ? err.message : String(err) };
-  if (process.send && process.connected) process.send(m, undefined, {}, () => process.exit(1));
-  else process.exit(1);
-  setTimeout(() => process.exit(1), 2000);
-}
 
 async function serverRole(workers: number, params: number, transport: TransportName, tag: string): Promise<void> {
   const optimizer: OptimizerConfig = { ...DEFAULTS, optimizer: "sgd", lr: LR, momentum: 0, weightDecay: 0, lrSchedule: "constant", warmupSteps: 0, totalSteps: 0 };
@@ -207,17 +188,11 @@ async function child(): Promise<void> {
       tag: { type: "string" },
     },
   });
-  // The driver is gone (it exited or was killed): nobody wants our results.
-  process.on("disconnect", () => process.exit(0));
-  process.on("message", (m: ToChild) => {
-    if (m.type === "stop") {
-      stopRequested = true;
-      return;
-    }
-    driverInbox.push(m);
-    const w = driverWaiter;
-    driverWaiter = null;
-    w?.();
+  // Exits when the driver goes away (it exited or was killed): nobody wants our results.
+  channel = driverChannel<ToChild, FromChild>("soak driver", (m) => {
+    if (m.type !== "stop") return false;
+    stopRequested = true;
+    return true;
   });
   try {
     if (values.role === "server") await serverRole(Number(values.workers), Number(values.params), values.transport as TransportName, values.tag ?? "soak");
