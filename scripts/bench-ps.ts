@@ -39,7 +39,7 @@
  * Node/V8 flags for the children (e.g. --cpu-prof) go in PS_TRAIN_NODE_ARGS, as for ps-train;
  * extra glibc settings (e.g. MALLOC_ARENA_MAX=1) pass through the environment.
  */
-import { type ChildProcess, fork } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -57,7 +57,7 @@ import { CURVE_KEYS_ENV, generateCurveKeys, loadCurveKeys } from "../src/transpo
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { bindSocket, enableCurveFromEnv, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js";
-import { type DriverChannel, driverChannel, machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
+import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, liveChildren, machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x5eed;
@@ -270,12 +270,11 @@ async function child(): Promise<void> {
 
 // ---------------------------------------------------------------- driver
 
-/** the children of the current group; all of them are killed on exit, SIGINT and SIGTERM */
-const live = new Set<ChildProcess>();
 /** the ipc socket folder of the current group, removed on the way out */
 let ipcTag: string | null = null;
+/** Kill every child (all of them are killed on exit, SIGINT, SIGTERM and SIGHUP) and remove the ipc folder. */
 function killAll(): void {
-  for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  killAllChildren();
   if (ipcTag !== null) removeIpcDir(ipcTag);
   ipcTag = null;
 }
@@ -299,87 +298,30 @@ interface Cell {
 }
 
 /** The K server and N worker processes of one group, and what they have said. */
-class Group {
-  private readonly named = new Map<ChildProcess, string>();
-  /** every message a child sent, kept until someone waits for it (none is lost to a race) */
-  private readonly inbox = new Map<ChildProcess, FromChild[]>();
-  private readonly lastHeard = new Map<ChildProcess, number>();
-  private failure: ((e: Error) => void) | null = null;
-  /** rejects when any child fails, dies or reports an error */
-  private readonly failed = new Promise<never>((_, reject) => (this.failure = reject));
-  private closing = false;
+class Group extends ChildProcesses<ToChild, FromChild> {
   readonly servers: ChildProcess[];
   readonly workers: ChildProcess[];
-  readonly tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
-  readonly env: NodeJS.ProcessEnv = { ...process.env };
+  readonly tag: string;
   private cells = 0;
 
   constructor(readonly spec: GroupSpec) {
-    this.failed.catch(() => undefined);
-    for (const k of Object.keys(TUNED_MALLOC_ENV)) delete this.env[k];
-    if (spec.malloc === "tuned") Object.assign(this.env, TUNED_MALLOC_ENV);
-    delete this.env[CURVE_KEYS_ENV];
-    if (spec.curveKeys !== null) this.env[CURVE_KEYS_ENV] = spec.curveKeys;
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    for (const k of Object.keys(TUNED_MALLOC_ENV)) delete env[k];
+    if (spec.malloc === "tuned") Object.assign(env, TUNED_MALLOC_ENV);
+    delete env[CURVE_KEYS_ENV];
+    if (spec.curveKeys !== null) env[CURVE_KEYS_ENV] = spec.curveKeys;
+    // progress reports only show that a child is alive (lastHeard): not queued
+    super(SELF, "the bench", env, STALL_MS, (_, m) => m.type === "progress");
+    this.tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
     if (spec.transport === "ipc") ipcTag = this.tag;
     const common = ["--workers", String(spec.workers), "--transport", spec.transport, "--tag", this.tag];
     this.servers = Array.from({ length: spec.shards }, (_, k) => this.start(`server shard ${k}`, ["--role", "server", "--rank", String(k), ...common]));
     this.workers = Array.from({ length: spec.workers }, (_, r) => this.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), ...common]));
   }
 
-  private start(name: string, args: string[]): ChildProcess {
-    const execArgv = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
-    const proc = fork(SELF, args, { env: this.env, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    live.add(proc);
-    this.named.set(proc, name);
-    this.inbox.set(proc, []);
-    this.lastHeard.set(proc, Date.now());
-    proc.on("error", (err) => this.failure?.(new Error(`${name}: ${err.message}`)));
-    proc.on("exit", () => live.delete(proc));
-    // 'close' comes after the IPC channel has delivered everything the child sent.
-    proc.on("close", (code, signal) => {
-      live.delete(proc);
-      if (code !== 0 || !this.closing)
-        this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} while the bench still needed it`));
-    });
-    proc.on("message", (m: FromChild) => {
-      this.lastHeard.set(proc, Date.now());
-      if (m.type === "error") this.failure?.(new Error(`${name} (pid ${proc.pid}): ${m.message}`));
-      else if (m.type !== "progress") this.inbox.get(proc)?.push(m);
-    });
-    return proc;
-  }
-
-  send(procs: ChildProcess[], m: ToChild): void {
-    for (const p of procs) p.send(m);
-  }
-
-  /** The next message of `type` from `proc`; fails when the child stays silent for STALL_MS while we wait. */
-  async wait<T extends FromChild["type"]>(proc: ChildProcess, type: T): Promise<Extract<FromChild, { type: T }>> {
-    const box = this.inbox.get(proc) ?? [];
-    const since = Date.now();
-    for (;;) {
-      const i = box.findIndex((m) => m.type === type);
-      if (i >= 0) return box.splice(i, 1)[0] as Extract<FromChild, { type: T }>;
-      if (Date.now() - Math.max(since, this.lastHeard.get(proc) ?? 0) > STALL_MS)
-        throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${STALL_MS / 1000} s`);
-      await Promise.race([new Promise((r) => setTimeout(r, 2)), this.failed]);
-    }
-  }
-
-  async waitAll<T extends FromChild["type"]>(procs: ChildProcess[], type: T): Promise<Extract<FromChild, { type: T }>[]> {
-    const out: Extract<FromChild, { type: T }>[] = [];
-    for (const p of procs) out.push(await this.wait(p, type));
-    return out;
-  }
-
   /** Ask every child to exit, wait (bounded), then kill what is left; after a failure, kill at once. */
-  async close(graceful: boolean): Promise<void> {
-    this.closing = true;
-    if (!graceful) return killAll();
-    const all = [...this.named.keys()];
-    for (const p of all) if (p.connected) p.send({ type: "exit" } satisfies ToChild);
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && all.some((p) => live.has(p))) await new Promise((r) => setTimeout(r, 5));
+  async closeGroup(graceful: boolean): Promise<void> {
+    await this.close({ type: "exit" }, graceful);
     killAll();
   }
 
@@ -604,7 +546,7 @@ async function driver(): Promise<void> {
             }
             done = true;
           } finally {
-            await group.close(done);
+            await group.closeGroup(done);
           }
         }
   process.stderr.write(`bench-ps: ${total} measurements in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
@@ -615,7 +557,7 @@ else {
   process.on("exit", killAll);
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
     process.on(sig, () => {
-      process.stderr.write(`bench-ps: ${sig}, killing ${live.size} child process(es)\n`);
+      process.stderr.write(`bench-ps: ${sig}, killing ${liveChildren.size} child process(es)\n`);
       killAll();
       process.exit(130);
     });

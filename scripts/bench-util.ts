@@ -1,4 +1,5 @@
 /** Helpers shared by the benchmark scripts. */
+import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
 
 /** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
@@ -101,3 +102,98 @@ export function driverChannel<ToChild extends { type: string }, FromChild>(drive
 }
 
 export type DriverChannel<ToChild extends { type: string }, FromChild> = ReturnType<typeof driverChannel<ToChild, FromChild>>;
+
+/** Every child process a benchmark driver has started and not seen exit (killAllChildren kills them). */
+export const liveChildren = new Set<ChildProcess>();
+
+/** SIGKILL every live child (on exit, SIGINT, SIGTERM, SIGHUP, or after a failure). */
+export function killAllChildren(): void {
+  for (const p of liveChildren) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+}
+
+/**
+ * A benchmark driver's child processes (the script itself re-invoked with other arguments) and
+ * what they have said: every message is kept until someone waits for it (none is lost to a
+ * race), a child that reports an error, dies, or stays silent for `stallMs` while waited on fails
+ * the driver (`failed` rejects) with an error naming it. `consume` sees each message first
+ * (true: handled there, not queued).
+ */
+export class ChildProcesses<ToChild extends { type: string }, FromChild extends { type: string }> {
+  readonly named = new Map<ChildProcess, string>();
+  private readonly inbox = new Map<ChildProcess, FromChild[]>();
+  readonly lastHeard = new Map<ChildProcess, number>();
+  private failure: ((e: Error) => void) | null = null;
+  /** rejects when any child fails, dies or reports an error */
+  readonly failed = new Promise<never>((_, reject) => (this.failure = reject));
+  private closing = false;
+
+  constructor(
+    private readonly script: string,
+    /** who needs the children, for the error when one dies ("the bench", "the soak") */
+    private readonly who: string,
+    readonly env: NodeJS.ProcessEnv,
+    private readonly stallMs: number,
+    private readonly consume: (proc: ChildProcess, m: FromChild) => boolean = () => false,
+  ) {
+    this.failed.catch(() => undefined);
+  }
+
+  start(name: string, args: string[]): ChildProcess {
+    // PS_TRAIN_NODE_ARGS passes Node/V8 flags to the children, as ps-train does.
+    const execArgv = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
+    const proc = fork(this.script, args, { env: this.env, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    liveChildren.add(proc);
+    this.named.set(proc, name);
+    this.inbox.set(proc, []);
+    this.lastHeard.set(proc, Date.now());
+    proc.on("error", (err) => this.failure?.(new Error(`${name}: ${err.message}`)));
+    proc.on("exit", () => liveChildren.delete(proc));
+    // 'close' comes after the IPC channel has delivered everything the child sent.
+    proc.on("close", (code, signal) => {
+      liveChildren.delete(proc);
+      if (code !== 0 || !this.closing)
+        this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} while ${this.who} still needed it`));
+    });
+    proc.on("message", (m: FromChild) => {
+      this.lastHeard.set(proc, Date.now());
+      if (m.type === "error") this.failure?.(new Error(`${name} (pid ${proc.pid}): ${(m as { message?: unknown }).message}`));
+      else if (!this.consume(proc, m)) this.inbox.get(proc)?.push(m);
+    });
+    return proc;
+  }
+
+  send(procs: ChildProcess[], m: ToChild): void {
+    for (const p of procs) p.send(m);
+  }
+
+  /** The next message of `type` from `proc`; fails when the child stays silent for stallMs while we wait. */
+  async wait<T extends FromChild["type"]>(proc: ChildProcess, type: T): Promise<Extract<FromChild, { type: T }>> {
+    const box = this.inbox.get(proc) ?? [];
+    const since = Date.now();
+    for (;;) {
+      const i = box.findIndex((m) => m.type === type);
+      if (i >= 0) return box.splice(i, 1)[0] as Extract<FromChild, { type: T }>;
+      if (Date.now() - Math.max(since, this.lastHeard.get(proc) ?? 0) > this.stallMs)
+        throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${this.stallMs / 1000} s`);
+      await Promise.race([new Promise((r) => setTimeout(r, 2)), this.failed]);
+    }
+  }
+
+  async waitAll<T extends FromChild["type"]>(procs: ChildProcess[], type: T): Promise<Extract<FromChild, { type: T }>[]> {
+    const out: Extract<FromChild, { type: T }>[] = [];
+    for (const p of procs) out.push(await this.wait(p, type));
+    return out;
+  }
+
+  /** Ask every child to exit (`exit` message), wait at most 5 s, then kill what is left; not graceful: kill at once. */
+  async close(exit: ToChild, graceful = true): Promise<void> {
+    this.closing = true;
+    const all = [...this.named.keys()];
+    if (graceful) {
+      for (const p of all) if (p.connected) p.send(exit);
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && all.some((p) => liveChildren.has(p))) await new Promise((r) => setTimeout(r, 5));
+    }
+    for (const p of all) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  }
+}

@@ -42,7 +42,7 @@
  * Node/V8 flags for the children go in PS_TRAIN_NODE_ARGS, as for ps-train.
  * Bad options: one line on stderr, exit 2. A failed soak: exit 1.
  */
-import { type ChildProcess, fork } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -57,7 +57,7 @@ import { allFinite } from "../src/transport/frames.js";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { bindSocket, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient } from "../src/worker/ps-client.js";
-import { type DriverChannel, driverChannel, machineCpu, quantiles } from "./bench-util.js";
+import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, liveChildren, machineCpu, quantiles } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x50a4;
@@ -206,76 +206,35 @@ async function child(): Promise<void> {
 
 // ---------------------------------------------------------------- driver
 
-/** every child; all of them are killed on exit, SIGINT, SIGTERM and SIGHUP */
-const live = new Set<ChildProcess>();
 /** the ipc socket folder, removed on the way out */
 let ipcTag: string | null = null;
+/** Kill every child (all of them are killed on exit, SIGINT, SIGTERM and SIGHUP) and remove the ipc folder. */
 function killAll(): void {
-  for (const p of live) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  killAllChildren();
   if (ipcTag !== null) removeIpcDir(ipcTag);
   ipcTag = null;
 }
 
 class UsageError extends Error {}
 
-/** The child processes and what they have said. */
-class Children {
-  readonly named = new Map<ChildProcess, string>();
-  private readonly inbox = new Map<ChildProcess, FromChild[]>();
-  readonly lastHeard = new Map<ChildProcess, number>();
-  private failure: ((e: Error) => void) | null = null;
-  /** rejects when any child fails, dies or reports an error */
-  readonly failed = new Promise<never>((_, reject) => (this.failure = reject));
-  private closing = false;
+/** The child processes, what they have said, and each pusher's count reports. */
+class Children extends ChildProcesses<ToChild, FromChild> {
   /** each pusher's count reports, in order */
   readonly counts = new Map<ChildProcess, { t: number; pushes: number }[]>();
 
-  constructor(private readonly env: NodeJS.ProcessEnv) {
-    this.failed.catch(() => undefined);
+  constructor(env: NodeJS.ProcessEnv) {
+    // count reports go to `counts` only; a pusher's last count comes with "stopped", which is also queued
+    super(SELF, "the soak", env, STALL_MS, (proc, m) => {
+      if (m.type !== "count" && m.type !== "stopped") return false;
+      this.counts.get(proc)?.push({ t: m.t, pushes: m.pushes });
+      return m.type === "count";
+    });
   }
 
-  start(name: string, args: string[]): ChildProcess {
-    const execArgv = (process.env["PS_TRAIN_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
-    const proc = fork(SELF, args, { env: this.env, execArgv, stdio: ["ignore", "inherit", "inherit", "ipc"] });
-    live.add(proc);
-    this.named.set(proc, name);
-    this.inbox.set(proc, []);
+  override start(name: string, args: string[]): ChildProcess {
+    const proc = super.start(name, args);
     this.counts.set(proc, []);
-    this.lastHeard.set(proc, Date.now());
-    proc.on("error", (err) => this.failure?.(new Error(`${name}: ${err.message}`)));
-    proc.on("exit", () => live.delete(proc));
-    // 'close' comes after the IPC channel has delivered everything the child sent.
-    proc.on("close", (code, signal) => {
-      live.delete(proc);
-      if (code !== 0 || !this.closing)
-        this.failure?.(new Error(`${name} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} while the soak still needed it`));
-    });
-    proc.on("message", (m: FromChild) => {
-      this.lastHeard.set(proc, Date.now());
-      if (m.type === "error") this.failure?.(new Error(`${name} (pid ${proc.pid}): ${m.message}`));
-      else if (m.type === "count" || m.type === "stopped") this.counts.get(proc)?.push({ t: m.t, pushes: m.pushes });
-      if (m.type !== "count" && m.type !== "error") this.inbox.get(proc)?.push(m);
-    });
     return proc;
-  }
-
-  /** The next message of `type` from `proc`; fails when the child stays silent for STALL_MS while we wait. */
-  async wait<T extends FromChild["type"]>(proc: ChildProcess, type: T): Promise<Extract<FromChild, { type: T }>> {
-    const box = this.inbox.get(proc) ?? [];
-    const since = Date.now();
-    for (;;) {
-      const i = box.findIndex((m) => m.type === type);
-      if (i >= 0) return box.splice(i, 1)[0] as Extract<FromChild, { type: T }>;
-      if (Date.now() - Math.max(since, this.lastHeard.get(proc) ?? 0) > STALL_MS)
-        throw new Error(`no ${type} from ${this.named.get(proc)} (pid ${proc.pid}): silent for ${STALL_MS / 1000} s`);
-      await Promise.race([sleep(5), this.failed]);
-    }
-  }
-
-  async waitAll<T extends FromChild["type"]>(procs: ChildProcess[], type: T): Promise<Extract<FromChild, { type: T }>[]> {
-    const out: Extract<FromChild, { type: T }>[] = [];
-    for (const p of procs) out.push(await this.wait(p, type));
-    return out;
   }
 
   /** Fail when a child has been silent for STALL_MS (pushers report every second while they push). */
@@ -293,12 +252,8 @@ class Children {
   }
 
   /** Ask every child to exit, wait (at most 5 s), then kill what is left. */
-  async close(): Promise<void> {
-    this.closing = true;
-    const all = [...this.named.keys()];
-    for (const p of all) if (p.connected) p.send({ type: "exit" } satisfies ToChild);
-    const deadline = Date.now() + 5000;
-    while (Date.now() < deadline && all.some((p) => live.has(p))) await sleep(5);
+  async closeAll(): Promise<void> {
+    await this.close({ type: "exit" });
     killAll();
   }
 }
@@ -535,7 +490,7 @@ async function driver(o: Options): Promise<void> {
     );
     graceful = true;
   } finally {
-    if (graceful) await kids.close();
+    if (graceful) await kids.closeAll();
     else killAll();
   }
 }
@@ -545,7 +500,7 @@ else {
   process.on("exit", killAll);
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
     process.on(sig, () => {
-      process.stderr.write(`soak: ${sig}, killing ${live.size} child process(es)\n`);
+      process.stderr.write(`soak: ${sig}, killing ${liveChildren.size} child process(es)\n`);
       killAll();
       process.exit(130);
     });

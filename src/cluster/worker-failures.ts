@@ -171,6 +171,8 @@ export class WorkerFailures {
       this.o.coordinator.drop(from("worker", rank));
       const rec = this.records.filter((r) => r.rank === rank).pop()!;
       this.o.log("replacement interrupted by a shard restart; it starts again after it", { rank });
+      // It may have joined some shards already: they stop counting on it until the next one joins.
+      this.chain = this.chain.then(() => this.onLeft?.(rank)).catch((e: unknown) => this.o.coordinator.fail(e instanceof Error ? e : new Error(String(e))));
       this.queueReplacement(rank, this.replacements.get(rank)!, rec);
     }
   }
