@@ -18,9 +18,10 @@
  *
  * stdout: one JSON line per fault ({"bench":"chaos","fault":i,...}), one per run
  * ({"bench":"chaos","run":"undisturbed"|"chaos",...}) and a summary line with faults injected and
- * survived (a fault is survived when the run finished and its summary accounts for it: a shard
- * restart or a replacement that joined), lost updates, and both final test accuracies with their
- * difference in points. Progress in words on stderr. The run directories stay under --out, with
+ * survived (all of them when the run finished every step, none when it failed), how the run
+ * handled them (shard restarts; worker failures recorded and replacements that joined: a
+ * replacement killed before it joined is one more failure, survived by the next replacement),
+ * lost updates, and both final test accuracies with their difference in points. Progress in words on stderr. The run directories stay under --out, with
  * each run's own log (its stderr at --log-level) beside them as undisturbed.log and chaos.log.
  * Exit 0 when the chaos run finished; 1 when it failed (the summary line says why).
  */
@@ -288,10 +289,13 @@ async function main(): Promise<number> {
   const s = chaos.summary;
   const ok = chaos.code === 0 && s !== null;
   const shardRestarts = s?.restarts ?? 0;
+  const workerFailures = s?.workerFailures.length ?? 0;
   const replacements = s?.workerFailures.filter((f) => f.replaced).length ?? 0;
   const injectedShards = chaos.faults.filter((f) => f.role === "server").length;
   const injectedWorkers = chaos.faults.length - injectedShards;
-  const survived = ok ? Math.min(injectedShards, shardRestarts) + Math.min(injectedWorkers, replacements) : 0;
+  // The run finished every step: it survived every fault (a shard killed during its own restart
+  // is covered by one restart record; a replacement killed before it joined by the next one).
+  const survived = ok && s.steps > 0 ? chaos.faults.length : 0;
   if (s) {
     process.stdout.write(
       `${JSON.stringify({ bench: "chaos", run: "chaos", testAccuracy: s.testAccuracy, wallSeconds: s.wallSeconds, steps: s.steps, checkpoints: s.checkpoints, restartLog: s.restartLog, workerFailures: s.workerFailures })}\n`,
@@ -317,6 +321,7 @@ async function main(): Promise<number> {
     workerFaults: injectedWorkers,
     faultsSurvived: survived,
     shardRestarts,
+    workerFailuresRecorded: workerFailures,
     workerReplacements: replacements,
     lostUpdates: s?.lostUpdates ?? null,
     testAccuracyUndisturbed: calm.summary.testAccuracy,
@@ -330,7 +335,7 @@ async function main(): Promise<number> {
   process.stdout.write(`${JSON.stringify(line)}\n`);
   process.stderr.write(
     ok
-      ? `chaos: ${survived}/${chaos.faults.length} faults survived (${shardRestarts} shard restarts, ${replacements} replacements), ${s.lostUpdates} updates lost; accuracy ${(s.testAccuracy * 100).toFixed(2)}% vs ${(calm.summary.testAccuracy * 100).toFixed(2)}% undisturbed (${delta! >= 0 ? "+" : ""}${delta!.toFixed(2)} points)\n`
+      ? `chaos: ${survived}/${chaos.faults.length} faults survived (${shardRestarts} shard restarts, ${workerFailures} worker failures, ${replacements} replacements joined), ${s.lostUpdates} updates lost; accuracy ${(s.testAccuracy * 100).toFixed(2)}% vs ${(calm.summary.testAccuracy * 100).toFixed(2)}% undisturbed (${delta! >= 0 ? "+" : ""}${delta!.toFixed(2)} points)\n`
       : `chaos: the chaos run failed after ${chaos.faults.length} faults: ${line.error}\n`,
   );
   return ok ? 0 : 1;
