@@ -1,4 +1,5 @@
 import type { Context, Pull, Push } from "zeromq";
+import { messages } from "../transport/receive.js";
 import { bindSocket, closeContextSecurity, newBoundPull, newContext, newPush } from "../transport/sockets.js";
 import { WireError } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
@@ -260,7 +261,7 @@ export class PeerGroup {
 
   private async receiveLoop(): Promise<void> {
     try {
-      for await (const [head, payload] of this.pull) {
+      for await (const [head, payload] of messages(this.pull)) {
         let h: ArHeader;
         try {
           h = decodeArHeader(head, this.size);

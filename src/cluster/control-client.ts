@@ -1,5 +1,6 @@
 import type { Dealer } from "zeromq";
 import { roleProof } from "../transport/curve-keys.js";
+import { messages } from "../transport/receive.js";
 import { curveKeys, handshakeProblem, newDealer } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
@@ -46,7 +47,7 @@ export class ControlClient {
 
   private async receiveLoop(): Promise<void> {
     try {
-      for await (const [head, ...rest] of this.socket) {
+      for await (const [head, ...rest] of messages(this.socket)) {
         const header = decodeHeader(head);
         const body = header.dtype === DType.JSON ? parseJsonFrame(rest[0], typeName(header.type)) : null;
         const msg: ControlMessage = { header, body, frames: rest };

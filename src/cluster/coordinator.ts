@@ -1,5 +1,6 @@
 import type { Router } from "zeromq";
 import { checkRoleProof } from "../transport/curve-keys.js";
+import { messages } from "../transport/receive.js";
 import { bindSocket, curveKeys, newBoundRouter, noteRoleRefused, refusalHint } from "../transport/sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { parseJsonFrame } from "../transport/frames.js";
@@ -95,7 +96,7 @@ export class Coordinator {
 
   private async receiveLoop(): Promise<void> {
     try {
-      for await (const [id, head, ...rest] of this.router) {
+      for await (const [id, head, ...rest] of messages(this.router)) {
         if (id === undefined) continue;
         let header: Header;
         let body: unknown = null;

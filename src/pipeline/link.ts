@@ -13,6 +13,7 @@
  * Every wait has a deadline, and its error names the stage that sent nothing.
  */
 import type { Pull, Push } from "zeromq";
+import { messages } from "../transport/receive.js";
 import { bindSocket, newBoundPull, newPush } from "../transport/sockets.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { decodeHeader, DType, encodeHeader, Flag, type Header, makeHeader, MsgType, typeName, WireError } from "../transport/header.js";
@@ -149,7 +150,7 @@ export class StageLink {
 
   private async receiveLoop(): Promise<void> {
     try {
-      for await (const frames of this.pull) {
+      for await (const frames of messages(this.pull)) {
         for (const f of frames) this.bytesReceived += f.byteLength;
         try {
           this.accept(frames);

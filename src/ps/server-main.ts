@@ -4,6 +4,7 @@ import { heartbeatTimeoutOf, shardWorkers } from "../config/train-config.js";
 import type { ConfigMsg, ReadyMsg } from "../cluster/messages.js";
 import { createMode } from "../modes/index.js";
 import { bindAddress } from "../transport/endpoint.js";
+import { messages } from "../transport/receive.js";
 import { bindSocket, newBoundRouter } from "../transport/sockets.js";
 import { f32View } from "../transport/frames.js";
 import { processCollector } from "../transport/young-gc.js";
@@ -140,7 +141,7 @@ function restoreShard(
  * the next message is read, so the state it saves is the state at the boundary.
  */
 export async function serveShard(router: Router, shard: ServerShard, checkpoint?: () => void): Promise<void> {
-  for await (const [from, ...frames] of router) {
+  for await (const [from, ...frames] of messages(router)) {
     if (from === undefined) continue;
     const out = shard.handle(from, frames);
     for (const o of out) await router.send([o.to, encodeHeader(o.header), ...o.frames]);

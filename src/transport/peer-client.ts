@@ -75,6 +75,11 @@ export class PeerClient {
         try {
           frames = await this.socket.receive();
         } catch (err) {
+          // EAGAIN before the deadline is not a timeout (zeromq.js under CURVE, see receive.ts): wait on.
+          if ((err as { code?: unknown } | null)?.code === "EAGAIN" && deadline - Date.now() > 5) {
+            await new Promise((r) => setImmediate(r));
+            continue;
+          }
           throw this.transportError(header, err, "receive", timeoutMs);
         }
         let got = 0;

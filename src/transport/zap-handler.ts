@@ -1,5 +1,6 @@
 import { type Context, Router } from "zeromq";
 import type { AllowedKey, CurveRole } from "./curve-keys.js";
+import { messages } from "./receive.js";
 import { z85Encode } from "./z85.js";
 
 /** libzmq sends ZAP requests (RFC 27) of every CURVE server socket of a context to this endpoint. */
@@ -59,7 +60,7 @@ export class ZapHandler {
 
   private async serve(): Promise<void> {
     try {
-      for await (const frames of this.router) {
+      for await (const frames of messages(this.router)) {
         // [routing id, "", version, request id, domain, address, identity, mechanism, credentials...]
         const [id, , version, requestId, domainFrame, address, , mechanism, key] = frames;
         if (!id || !requestId) continue;
