@@ -135,7 +135,11 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
     const waiting = await cluster.waitForState(second, ["waiting"], 20_000);
     assert.equal(waiting.attempt, 0);
     const c = await cluster.connect();
-    assert.match((await c.redis.hget(c.keys.job(second), "waitingFor")) ?? "", /needs 3 agents|behind/);
+    // The state turns "waiting" before the scheduler's first try at a gang says what it waits for.
+    let waitingFor = "";
+    for (const until = Date.now() + 10_000; waitingFor === "" && Date.now() < until; await new Promise((r) => setTimeout(r, 50)))
+      waitingFor = (await c.redis.hget(c.keys.job(second), "waitingFor")) ?? "";
+    assert.match(waitingFor, /needs 3 agents|behind/);
     const a = await cluster.waitForState(first, ["succeeded"]);
     const b = await cluster.waitForState(second, ["succeeded"]);
     assert.ok(b.startedAt! >= a.finishedAt! - 50, "the second started once the first's gang was released");
