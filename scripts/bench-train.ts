@@ -23,6 +23,7 @@ import { createModel } from "../src/model/zoo.js";
 import { learningRate } from "../src/ps/lr-schedule.js";
 import { createOptimizer } from "../src/ps/optimizer.js";
 import { deriveSeed } from "../src/util/rng.js";
+import { allocF32 } from "../src/util/simd.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -81,8 +82,10 @@ async function plain(cfg: TrainConfig): Promise<Record<string, unknown>> {
   const [idx] = partitionIndices(ds.trainY, ds.trainCount, 1, "iid", cfg.seed, ds.task);
   const batcher = new ShardBatcher(ds, idx!, cfg.batchSize, deriveSeed(cfg.seed, 0x5eed, 0));
   const model = createModel(cfg.model, ds.inputShape, ds.numOutputs, ds.task);
-  const w = model.init(cfg.seed);
-  const g = new Float32Array(model.size);
+  // Weights and gradient where the workers keep theirs (the SIMD kernels' memory): the same optimizer code.
+  const w = allocF32(model.size);
+  w.set(model.init(cfg.seed));
+  const g = allocF32(model.size);
   const steps = Math.max(1, Math.floor((cfg.epochs * ds.trainCount) / cfg.batchSize));
   const optimizer = createOptimizer({ ...cfg, totalSteps: steps }, model.size);
   const stepsPerEpoch = ds.trainCount / cfg.batchSize;

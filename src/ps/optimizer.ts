@@ -1,9 +1,13 @@
 import type { OptimizerConfig } from "../config/train-config.js";
+import { allocF32, freeF32, simdAdam, simdMomentum, simdSgd } from "../util/simd.js";
 
 /**
  * Server-side optimizers over one shard's slice of the flat parameter vector, in place.
  * Definitions follow torch.optim: SGD with heavy-ball momentum (v = mu v + g; w -= lr v) and
  * Adam with bias correction; weight decay is L2 added to the gradient.
+ *
+ * The state lives in the SIMD kernels' memory (util/simd.ts): when the weights do too, the update
+ * runs there (the same bits as the loops below, which do the remaining tail element or all of it).
  */
 export interface ShardOptimizer {
   /** w -= update(scale * g) at learning rate lr */
@@ -12,6 +16,8 @@ export interface ShardOptimizer {
   state(): { tensors: Record<string, Float32Array>; scalars: Record<string, number> };
   /** load a state() taken from an optimizer of the same kind and size (a checkpoint) */
   restore(tensors: ReadonlyMap<string, Float32Array>, scalars: Readonly<Record<string, number>>): void;
+  /** give the state's memory back (the optimizer is not used again) */
+  dispose(): void;
 }
 
 function load(into: Float32Array, tensors: ReadonlyMap<string, Float32Array>, name: string): void {
@@ -25,10 +31,11 @@ class Sgd implements ShardOptimizer {
   apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void {
     const wd = this.wd;
     const n = w.length;
+    const from = simdSgd(w, g, n, lr, scale, wd);
     if (wd === 0) {
       // Unrolled by four: about 1.5x faster in V8 on these loops (measured).
       const a = lr * scale;
-      let i = 0;
+      let i = from;
       for (; i + 3 < n; i += 4) {
         w[i] = w[i]! - a * g[i]!;
         w[i + 1] = w[i + 1]! - a * g[i + 1]!;
@@ -37,13 +44,14 @@ class Sgd implements ShardOptimizer {
       }
       for (; i < n; i++) w[i] = w[i]! - a * g[i]!;
     } else {
-      for (let i = 0; i < n; i++) w[i] = w[i]! - lr * (scale * g[i]! + wd * w[i]!);
+      for (let i = from; i < n; i++) w[i] = w[i]! - lr * (scale * g[i]! + wd * w[i]!);
     }
   }
   state() {
     return { tensors: {}, scalars: {} };
   }
   restore(): void {}
+  dispose(): void {}
 }
 
 class Momentum implements ShardOptimizer {
@@ -53,12 +61,12 @@ class Momentum implements ShardOptimizer {
     private readonly mu: number,
     private readonly wd: number,
   ) {
-    this.v = new Float32Array(n);
+    this.v = allocF32(n);
   }
   apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void {
     const { v, mu, wd } = this;
     const n = w.length;
-    let i = 0;
+    let i = simdMomentum(w, v, g, n, mu, scale, lr, wd);
     if (wd === 0) {
       for (; i + 1 < n; i += 2) {
         const v0 = mu * v[i]! + scale * g[i]!;
@@ -82,6 +90,9 @@ class Momentum implements ShardOptimizer {
   restore(tensors: ReadonlyMap<string, Float32Array>): void {
     load(this.v, tensors, "v");
   }
+  dispose(): void {
+    freeF32(this.v);
+  }
 }
 
 class Adam implements ShardOptimizer {
@@ -95,8 +106,8 @@ class Adam implements ShardOptimizer {
     private readonly eps: number,
     private readonly wd: number,
   ) {
-    this.m = new Float32Array(n);
-    this.v = new Float32Array(n);
+    this.m = allocF32(n);
+    this.v = allocF32(n);
   }
   apply(w: Float32Array, g: Float32Array, scale: number, lr: number): void {
     const { m, v, b1, b2, eps, wd } = this;
@@ -111,7 +122,8 @@ class Adam implements ShardOptimizer {
     const ob2 = 1 - b2;
     const n = w.length;
     if (g.length < n || m.length < n || v.length < n) throw new Error(`adam: ${n} weights, ${g.length} gradients, ${m.length}/${v.length} moments`);
-    for (let i = 0; i < n; i++) {
+    const from = simdAdam(w, m, v, g, n, { scale, wd, b1, ob1, b2, ob2, step, isc2, eps });
+    for (let i = from; i < n; i++) {
       const wi = w[i]!;
       const gi = scale * g[i]! + wd * wi;
       const mi = b1 * m[i]! + ob1 * gi;
@@ -130,6 +142,10 @@ class Adam implements ShardOptimizer {
     const t = scalars["t"];
     if (t === undefined || !Number.isInteger(t) || t < 0) throw new Error(`optimizer state "t": expected a step count, got ${String(t)}`);
     this.t = t;
+  }
+  dispose(): void {
+    freeF32(this.m);
+    freeF32(this.v);
   }
 }
 

@@ -1,4 +1,5 @@
 import { WireError } from "./header.js";
+import { simdFinite } from "../util/simd.js";
 
 /**
  * A Float32Array over a received frame without copying when the frame is 4-byte aligned;
@@ -33,13 +34,15 @@ export function parseJsonFrame(frame: Buffer | undefined, what: string): unknown
 
 /** True when no element is NaN or ±Infinity (x * 0 is 0 exactly for every finite x). */
 export function allFinite(a: Float32Array): boolean {
+  const simd = simdFinite(a);
+  if (!simd.finite) return false;
   // Four independent sums: about 1.8x faster than one in V8 (measured).
   let s0 = 0;
   let s1 = 0;
   let s2 = 0;
   let s3 = 0;
   const n = a.length;
-  let i = 0;
+  let i = simd.handled;
   for (; i + 3 < n; i += 4) {
     s0 += a[i]! * 0;
     s1 += a[i + 1]! * 0;

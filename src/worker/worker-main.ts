@@ -16,6 +16,7 @@ import type { GradientExchange, StepResult } from "./exchange.js";
 import { runTensorWorker } from "../tensor/tensor-worker.js";
 import { runPipelineStage } from "./pipeline-stage.js";
 import { ParameterClient } from "./ps-client.js";
+import { allocF32 } from "../util/simd.js";
 
 /**
  * The worker process: its data shard, the model, and the step loop
@@ -49,8 +50,9 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   const model = createModel(cfg.model, data.inputShape, data.numOutputs, data.task);
   if (model.size !== cfgMsg.paramCount) throw new Error(`worker ${rank}: model has ${model.size} parameters, the run has ${cfgMsg.paramCount}`);
 
-  const weights = new Float32Array(model.size);
-  const gradient = new Float32Array(model.size);
+  // In the SIMD kernels' memory (util/simd.ts): allreduce sums and the optimizer run there.
+  const weights = allocF32(model.size);
+  const gradient = allocF32(model.size);
   let exchange: GradientExchange;
   // A replacement (--on-worker-failure wait) starts at the clock the shards let it join at.
   let firstStep = startStep;
@@ -94,7 +96,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   // meanwhile), so it is computed on the weights of step k-2. Two gradient buffers: one being
   // sent, one being written.
   const overlap = cfg.asyncOverlap === "on" && cfg.mode === "async" && exchange instanceof ParameterClient;
-  const grads = overlap ? [gradient, new Float32Array(model.size)] : [gradient];
+  const grads = overlap ? [gradient, allocF32(model.size)] : [gradient];
   let pending: { step: number; res: { loss: number; correct: number }; size: number; lastOfEpoch: boolean; computeMs: number; result: Promise<StepResult> } | null = null;
   /** wait for the step in flight and record it; true when the run is stopping */
   const settlePending = async (): Promise<boolean> => {
