@@ -198,15 +198,7 @@ export class WorkerFailures {
     const deadline = t0 + this.o.replaceTimeoutMs;
     const late = (what: string) =>
       new PsError(ErrorCode.TIMEOUT, `worker ${rank}'s replacement sent no ${what} within ${this.o.replaceTimeoutMs} ms (--replace-timeout); the run cannot go on with rank ${rank} missing under --on-worker-failure wait`);
-    const waitFor = async (type: MsgType, what: string) => {
-      for (;;) {
-        if (stale()) return null;
-        const remaining = deadline - Date.now();
-        if (remaining <= 0) throw late(what);
-        const ev = await coordinator.next([type], Math.min(remaining, 250), from("worker", rank));
-        if (ev) return ev;
-      }
-    };
+    const waitFor = (type: MsgType, what: string) => coordinator.nextUntil([type], from("worker", rank), deadline, stale, () => late(what));
     this.o.log("starting a replacement", { rank, replacement: n });
     launcher.start("worker", rank, this.o.logFile(rank, n));
     const hello = await waitFor(MsgType.HELLO, "HELLO");
