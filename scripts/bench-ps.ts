@@ -54,10 +54,10 @@ import { type KeyRange, partitionKeys } from "../src/ps/key-range.js";
 import { serveShard } from "../src/ps/server-main.js";
 import { ServerShard } from "../src/ps/server-shard.js";
 import { CURVE_KEYS_ENV, generateCurveKeys, loadCurveKeys } from "../src/transport/curve-keys.js";
-import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
+import { bindAddress } from "../src/transport/endpoint.js";
 import { bindSocket, enableCurveFromEnv, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js";
-import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, liveChildren, machineCpu, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
+import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, killChildrenOnExit, machineCpu, parseSize, positiveInts, quantiles, setChildIpcTag, waitQuiet } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x5eed;
@@ -270,15 +270,6 @@ async function child(): Promise<void> {
 
 // ---------------------------------------------------------------- driver
 
-/** the ipc socket folder of the current group, removed on the way out */
-let ipcTag: string | null = null;
-/** Kill every child (all of them are killed on exit, SIGINT, SIGTERM and SIGHUP) and remove the ipc folder. */
-function killAll(): void {
-  killAllChildren();
-  if (ipcTag !== null) removeIpcDir(ipcTag);
-  ipcTag = null;
-}
-
 interface GroupSpec {
   transport: TransportName;
   malloc: Malloc;
@@ -313,7 +304,7 @@ class Group extends ChildProcesses<ToChild, FromChild> {
     // progress reports only show that a child is alive (lastHeard): not queued
     super(SELF, "the bench", env, STALL_MS, (_, m) => m.type === "progress");
     this.tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
-    if (spec.transport === "ipc") ipcTag = this.tag;
+    if (spec.transport === "ipc") setChildIpcTag(this.tag);
     const common = ["--workers", String(spec.workers), "--transport", spec.transport, "--tag", this.tag];
     this.servers = Array.from({ length: spec.shards }, (_, k) => this.start(`server shard ${k}`, ["--role", "server", "--rank", String(k), ...common]));
     this.workers = Array.from({ length: spec.workers }, (_, r) => this.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), ...common]));
@@ -322,7 +313,7 @@ class Group extends ChildProcesses<ToChild, FromChild> {
   /** Ask every child to exit, wait (bounded), then kill what is left; after a failure, kill at once. */
   async closeGroup(graceful: boolean): Promise<void> {
     await this.close({ type: "exit" }, graceful);
-    killAll();
+    killAllChildren();
   }
 
   /** One measurement: a fresh shard per server and client per worker, warm-up, timed rounds. */
@@ -554,13 +545,7 @@ async function driver(): Promise<void> {
 
 if (process.argv.includes("--role")) void child();
 else {
-  process.on("exit", killAll);
-  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
-    process.on(sig, () => {
-      process.stderr.write(`bench-ps: ${sig}, killing ${liveChildren.size} child process(es)\n`);
-      killAll();
-      process.exit(130);
-    });
+  killChildrenOnExit("bench-ps");
   driver().then(
     () => process.exit(0),
     (err: unknown) => {

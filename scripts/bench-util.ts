@@ -1,6 +1,7 @@
 /** Helpers shared by the benchmark scripts. */
 import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { removeIpcDir } from "../src/transport/endpoint.js";
 
 /** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
 export function machineCpu(): { busy: number; total: number } | null {
@@ -106,9 +107,30 @@ export type DriverChannel<ToChild extends { type: string }, FromChild> = ReturnT
 /** Every child process a benchmark driver has started and not seen exit (killAllChildren kills them). */
 export const liveChildren = new Set<ChildProcess>();
 
-/** SIGKILL every live child (on exit, SIGINT, SIGTERM, SIGHUP, or after a failure). */
+/** the run tag of the live children's ipc socket folder (null: they use none); killAllChildren removes it */
+let childIpcTag: string | null = null;
+
+/** The children started from now on bind ipc sockets under `tag`'s folder: killAllChildren removes it. */
+export function setChildIpcTag(tag: string): void {
+  childIpcTag = tag;
+}
+
+/** SIGKILL every live child (on exit, SIGINT, SIGTERM, SIGHUP, or after a failure) and remove their ipc socket folder. */
 export function killAllChildren(): void {
   for (const p of liveChildren) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  if (childIpcTag !== null) removeIpcDir(childIpcTag);
+  childIpcTag = null;
+}
+
+/** A driver kills its children (killAllChildren) when it exits, and on SIGINT, SIGTERM or SIGHUP, saying so, then exits 130. */
+export function killChildrenOnExit(who: string): void {
+  process.on("exit", killAllChildren);
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+    process.on(sig, () => {
+      process.stderr.write(`${who}: ${sig}, killing ${liveChildren.size} child process(es)\n`);
+      killAllChildren();
+      process.exit(130);
+    });
 }
 
 /**

@@ -54,10 +54,10 @@ import { createMode } from "../src/modes/index.js";
 import { maxShardFrameBytes, serveShard } from "../src/ps/server-main.js";
 import { ServerShard } from "../src/ps/server-shard.js";
 import { allFinite } from "../src/transport/frames.js";
-import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
+import { bindAddress } from "../src/transport/endpoint.js";
 import { bindSocket, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient } from "../src/worker/ps-client.js";
-import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, liveChildren, machineCpu, quantiles } from "./bench-util.js";
+import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, killChildrenOnExit, machineCpu, quantiles, setChildIpcTag } from "./bench-util.js";
 
 const SELF = fileURLToPath(import.meta.url);
 const RUN_ID = 0x50a4;
@@ -206,15 +206,6 @@ async function child(): Promise<void> {
 
 // ---------------------------------------------------------------- driver
 
-/** the ipc socket folder, removed on the way out */
-let ipcTag: string | null = null;
-/** Kill every child (all of them are killed on exit, SIGINT, SIGTERM and SIGHUP) and remove the ipc folder. */
-function killAll(): void {
-  killAllChildren();
-  if (ipcTag !== null) removeIpcDir(ipcTag);
-  ipcTag = null;
-}
-
 class UsageError extends Error {}
 
 /** The child processes, what they have said, and each pusher's count reports. */
@@ -254,7 +245,7 @@ class Children extends ChildProcesses<ToChild, FromChild> {
   /** Ask every child to exit, wait (at most 5 s), then kill what is left. */
   async closeAll(): Promise<void> {
     await this.close({ type: "exit" });
-    killAll();
+    killAllChildren();
   }
 }
 
@@ -359,7 +350,7 @@ function options(): Options | null {
 
 async function driver(o: Options): Promise<void> {
   const tag = `soak-${process.pid}-${randomBytes(3).toString("hex")}`;
-  if (o.transport === "ipc") ipcTag = tag;
+  if (o.transport === "ipc") setChildIpcTag(tag);
   // As ps-train's launcher: the tuned malloc settings, unless the environment sets them already.
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const [k, v] of Object.entries(TUNED_MALLOC_ENV)) env[k] ??= v;
@@ -491,19 +482,13 @@ async function driver(o: Options): Promise<void> {
     graceful = true;
   } finally {
     if (graceful) await kids.closeAll();
-    else killAll();
+    else killAllChildren();
   }
 }
 
 if (process.argv.includes("--role")) void child();
 else {
-  process.on("exit", killAll);
-  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
-    process.on(sig, () => {
-      process.stderr.write(`soak: ${sig}, killing ${liveChildren.size} child process(es)\n`);
-      killAll();
-      process.exit(130);
-    });
+  killChildrenOnExit("soak");
   let o: Options | null;
   try {
     o = options();

@@ -214,6 +214,27 @@ export class Coordinator {
   }
 
   /**
+   * The next event of one of `types` that `match` takes, polling until `until` (a Date.now()
+   * time): null as soon as `cancelled()` holds (checked before each poll of at most 250 ms),
+   * `late()`'s error once the deadline has passed; rejects when the run fails.
+   */
+  async nextUntil(
+    types: readonly MsgType[],
+    match: EventFilter,
+    until: number,
+    cancelled: () => boolean,
+    late: () => Error,
+  ): Promise<ControlEvent | null> {
+    for (;;) {
+      if (cancelled()) return null;
+      const remaining = until - Date.now();
+      if (remaining <= 0) throw late();
+      const ev = await this.next(types, Math.min(remaining, 250), match);
+      if (ev) return ev;
+    }
+  }
+
+  /**
    * Run `f` when no other membership change runs: a shard restart and a replacement worker's
    * join must not interleave (each tells the workers or the shards who is where).
    */

@@ -128,10 +128,10 @@ export class ShardRestarter {
     const deadline = Date.now() + config.timeoutMs;
     const waiting = () => asked.filter((r) => clocks[r] === null && !this.membership.isLost(r));
     const isAck = (ev: { peer: { role: string }; body: unknown }) => ev.peer.role === "worker" && (ev.body as RestartAck | null)?.shard === k;
-    while (waiting().length > 0) {
-      if (Date.now() > deadline) throw new PsError(ErrorCode.TIMEOUT, `no answer to shard ${k}'s restart within ${config.timeoutMs} ms from ${waiting().map((r) => `worker ${r}`).join(", ")}`);
-      const ev = await this.coordinator.next([MsgType.ACK], 250, isAck);
-      if (!ev) continue;
+    const noAnswer = () => new PsError(ErrorCode.TIMEOUT, `no answer to shard ${k}'s restart within ${config.timeoutMs} ms from ${waiting().map((r) => `worker ${r}`).join(", ")}`);
+    for (;;) {
+      const ev = await this.coordinator.nextUntil([MsgType.ACK], isAck, deadline, () => waiting().length === 0, noAnswer);
+      if (!ev) break;
       const a = ev.body as RestartAck;
       if (!Number.isInteger(a.clock) || a.clock < 0) throw new PsError(ErrorCode.BAD_MESSAGE, `worker ${ev.peer.rank} answered shard ${k}'s restart with clock ${String(a.clock)}`);
       clocks[ev.peer.rank] = a.clock;
@@ -143,14 +143,10 @@ export class ShardRestarter {
     this.launcher.start("server", k, this.logFile(k));
     // The new process's messages; null when it died meanwhile (the next restart takes over).
     const until = Date.now() + config.timeoutMs;
-    const fromNew = async (type: MsgType, what: string) => {
-      for (;;) {
-        if (cur.dead) return null;
-        if (Date.now() > until) throw new PsError(ErrorCode.TIMEOUT, `no ${what} from the new process of server shard ${k} within ${config.timeoutMs} ms`);
-        const ev = await this.coordinator.next([type], 250, from("server", k));
-        if (ev) return ev;
-      }
-    };
+    const fromNew = (type: MsgType, what: string) =>
+      this.coordinator.nextUntil([type], from("server", k), until, () => cur.dead, () =>
+        new PsError(ErrorCode.TIMEOUT, `no ${what} from the new process of server shard ${k} within ${config.timeoutMs} ms`),
+      );
     const hello = await fromNew(MsgType.HELLO, "HELLO");
     if (!hello) return;
     const range = this.cfgMsg.ranges[k]!;

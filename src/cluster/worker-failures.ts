@@ -1,6 +1,6 @@
 import type { WorkerFailurePolicy } from "../config/train-config.js";
 import { MsgType } from "../transport/header.js";
-import { ErrorCode, PsError } from "../util/errors.js";
+import { asError, ErrorCode, PsError } from "../util/errors.js";
 import { type Coordinator, from } from "./coordinator.js";
 import type { RoleLauncher } from "./launcher.js";
 import type { ConfigMsg, MapMsg, MembersMsg } from "./messages.js";
@@ -140,7 +140,7 @@ export class WorkerFailures {
     this.chain = this.chain
       .then(() => this.onLeft?.(rank))
       .then(() => (this.o.policy === "shrink" ? this.announceMembers() : undefined))
-      .catch((e: unknown) => coordinator.fail(e instanceof Error ? e : new Error(String(e))));
+      .catch((e: unknown) => this.failRun(e));
     if (this.o.policy === "wait") this.queueReplacement(rank, this.replacements.get(rank)!, rec);
     this.signal();
     return true;
@@ -155,7 +155,7 @@ export class WorkerFailures {
     this.replaceChain = this.replaceChain
       .then(() => this.chain)
       .then(() => coordinator.exclusive(() => this.replace(rank, n, rec)))
-      .catch((e: unknown) => coordinator.fail(e instanceof Error ? e : new Error(String(e))));
+      .catch((e: unknown) => this.failRun(e));
   }
 
   /**
@@ -172,7 +172,7 @@ export class WorkerFailures {
       const rec = this.records.filter((r) => r.rank === rank).pop()!;
       this.o.log("replacement interrupted by a shard restart; it starts again after it", { rank });
       // It may have joined some shards already: they stop counting on it until the next one joins.
-      this.chain = this.chain.then(() => this.onLeft?.(rank)).catch((e: unknown) => this.o.coordinator.fail(e instanceof Error ? e : new Error(String(e))));
+      this.chain = this.chain.then(() => this.onLeft?.(rank)).catch((e: unknown) => this.failRun(e));
       this.queueReplacement(rank, this.replacements.get(rank)!, rec);
     }
   }
@@ -198,15 +198,7 @@ export class WorkerFailures {
     const deadline = t0 + this.o.replaceTimeoutMs;
     const late = (what: string) =>
       new PsError(ErrorCode.TIMEOUT, `worker ${rank}'s replacement sent no ${what} within ${this.o.replaceTimeoutMs} ms (--replace-timeout); the run cannot go on with rank ${rank} missing under --on-worker-failure wait`);
-    const waitFor = async (type: MsgType, what: string) => {
-      for (;;) {
-        if (stale()) return null;
-        const remaining = deadline - Date.now();
-        if (remaining <= 0) throw late(what);
-        const ev = await coordinator.next([type], Math.min(remaining, 250), from("worker", rank));
-        if (ev) return ev;
-      }
-    };
+    const waitFor = (type: MsgType, what: string) => coordinator.nextUntil([type], from("worker", rank), deadline, stale, () => late(what));
     this.o.log("starting a replacement", { rank, replacement: n });
     launcher.start("worker", rank, this.o.logFile(rank, n));
     const hello = await waitFor(MsgType.HELLO, "HELLO");
@@ -228,6 +220,11 @@ export class WorkerFailures {
     const live = this.liveRanks();
     const msg: MembersMsg = { live };
     for (const r of live) if (!this.o.isDone(r)) await this.o.coordinator.send("worker", r, MsgType.MEMBERS, msg).catch(() => undefined);
+  }
+
+  /** Fail the run with whatever a chained step threw. */
+  private failRun(e: unknown): void {
+    this.o.coordinator.fail(asError(e));
   }
 
   /** Wait until every notification about lost ranks has been delivered. */

@@ -24,6 +24,6 @@ export async function* messages(socket: { receive(): Promise<Buffer[]>; readonly
 }
 
 /** EAGAIN from a receive that had no deadline (receiveTimeout < 0): not a timeout, see messages(). */
-export function isSpuriousEagain(err: unknown, receiveTimeout: number): boolean {
+function isSpuriousEagain(err: unknown, receiveTimeout: number): boolean {
   return receiveTimeout < 0 && (err as { code?: unknown } | null)?.code === "EAGAIN";
 }

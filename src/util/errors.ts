@@ -48,6 +48,11 @@ export function badOption(message: string): PsError {
   return new PsError(ErrorCode.BAD_OPTION, message);
 }
 
+/** `err` as an Error: itself when it is one, else an Error with its text (what a catch gets is unknown). */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
 /** One line for the terminal: the code and the message, no stack. */
 export function errorLine(err: unknown): string {
   if (err instanceof PsError) return `ps-train: ${err.code}: ${err.message}`;

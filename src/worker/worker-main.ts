@@ -82,7 +82,8 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   let samples = 0;
   let steps = 0;
   let stoppedEarly = false;
-  // One finished step: its figures, the data of the next epoch, the progress report.
+  // One finished step: its figures, the data of the next epoch, the progress report, and
+  // whether the run stopped before this worker's last step.
   const record = async (step: number, res: { loss: number; correct: number }, size: number, lastOfEpoch: boolean, r: StepResult, stepComputeMs: number, stepCommMs: number, at: number) => {
     computeMs += stepComputeMs;
     commMs += stepCommMs;
@@ -90,13 +91,14 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     steps++;
     if (lastOfEpoch) repartition();
     await reporter.add({ step, t: at - t0, loss: res.loss, correct: res.correct, samples: size, staleness: r.staleness, computeMs: stepComputeMs, commMs: stepCommMs }, at);
+    if (r.stopping) stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
   };
   // --async-overlap on: step k's gradient is computed while step k-1's push-pull is in flight
   // (its messages are out before the compute starts; libzmq's I/O thread and the shards work
   // meanwhile), so it is computed on the weights of step k-2. Two gradient buffers: one being
   // sent, one being written.
-  const overlap = cfg.asyncOverlap === "on" && cfg.mode === "async" && exchange instanceof ParameterClient;
-  const grads = overlap ? [gradient, allocF32(model.size)] : [gradient];
+  const overlapClient = cfg.asyncOverlap === "on" && cfg.mode === "async" && exchange instanceof ParameterClient ? exchange : null;
+  const grads = overlapClient ? [gradient, allocF32(model.size)] : [gradient];
   let pending: { step: number; res: { loss: number; correct: number }; size: number; lastOfEpoch: boolean; computeMs: number; result: Promise<StepResult> } | null = null;
   /** wait for the step in flight and record it; true when the run is stopping */
   const settlePending = async (): Promise<boolean> => {
@@ -107,7 +109,6 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     const r = await p.result;
     const w1 = performance.now();
     await record(p.step, p.res, p.size, p.lastOfEpoch, r, p.computeMs, w1 - w0, w1);
-    if (r.stopping) stoppedEarly = p.step + 1 < cfgMsg.stepsPerWorker;
     return r.stopping;
   };
   for (let step = firstStep; step < cfgMsg.stepsPerWorker; step++) {
@@ -116,7 +117,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     const g = grads[step % grads.length]!;
     const c0 = performance.now();
     // overlap: the versions of the weights this gradient is computed on, for its push
-    const computedOn = overlap ? [...(exchange as ParameterClient).versions] : null;
+    const computedOn = overlapClient ? [...overlapClient.versions] : null;
     model.setWeights(weights);
     const res = model.gradient(batch.x, batch.y, batch.size, g);
     let c1 = performance.now();
@@ -125,10 +126,10 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       await sleep((slow - 1) * (c1 - c0));
       c1 = performance.now();
     }
-    if (overlap) {
+    if (overlapClient) {
       // The run stopped while this gradient was computed: it is not pushed.
       if (await settlePending()) break;
-      const result = (exchange as ParameterClient).pushPull(step, g, computedOn!);
+      const result = overlapClient.pushPull(step, g, computedOn!);
       result.catch(() => undefined); // awaited by settlePending; no unhandled rejection meanwhile
       pending = { step, res, size: batch.size, lastOfEpoch, computeMs: c1 - c0, result };
       continue;
@@ -146,10 +147,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
     }
     const c2 = performance.now();
     await record(step, res, batch.size, lastOfEpoch, r, c1 - c0, c2 - c1, c2);
-    if (r.stopping) {
-      stoppedEarly = step + 1 < cfgMsg.stepsPerWorker;
-      break;
-    }
+    if (r.stopping) break;
   }
   await settlePending();
   await reporter.flush();

@@ -15,9 +15,7 @@ describe("cluster mode: shard restarts and worker failures handled by the agents
   clusterSuite((c) => (cluster = c));
 
   it("a server shard killed with SIGKILL is restarted by its agent from its checkpoint; the attempt finishes and reports the lost updates", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 5; i++) cluster.startAgent();
-    await cluster.agentsReady(5);
+    await cluster.startPool(5);
     const every = 20;
     const id = await cluster.submit({ mode: "sync", workers: 2, servers: 2, maxSteps: 2500, checkpointEvery: every, checkpointKeep: 2, timeoutMs: 15_000 }, 0);
     const rec = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 3 * every, "running past 3 checkpoints");
@@ -42,9 +40,7 @@ describe("cluster mode: shard restarts and worker failures handled by the agents
   });
 
   it("--on-worker-failure shrink: a worker killed with SIGKILL is dropped and the others finish in the same attempt", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 5; i++) cluster.startAgent();
-    await cluster.agentsReady(5);
+    await cluster.startPool(5);
     const id = await cluster.submit({ mode: "sync", workers: 3, servers: 1, maxSteps: 1500, onWorkerFailure: "shrink", heartbeatTimeout: 3000 }, 0);
     const rec = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 30, "running with progress");
     const victim = await cluster.taskPid(rec, "worker", 1);
@@ -61,9 +57,7 @@ describe("cluster mode: shard restarts and worker failures handled by the agents
   });
 
   it("--on-worker-failure wait: the agent of a killed worker starts a replacement that takes the rank", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 4; i++) cluster.startAgent();
-    await cluster.agentsReady(4);
+    await cluster.startPool(4);
     const id = await cluster.submit({ mode: "sync", workers: 2, servers: 1, maxSteps: 1500, onWorkerFailure: "wait", replaceTimeout: 30_000 }, 0);
     const rec = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 30, "running with progress");
     const victim = await cluster.taskPid(rec, "worker", 1);
@@ -83,9 +77,7 @@ describe("cluster mode: shard restarts and worker failures handled by the agents
   });
 
   it("--on-worker-failure shrink: the agent of a worker is killed; the scheduler keeps the attempt and the others finish", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 5; i++) cluster.startAgent();
-    await cluster.agentsReady(5);
+    await cluster.startPool(5);
     const id = await cluster.submit({ mode: "async", workers: 3, servers: 1, maxSteps: 1500, onWorkerFailure: "shrink" }, 0);
     const rec = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 30, "running with progress");
     process.kill(await cluster.agentPidOf(rec, "worker", 2), "SIGKILL");

@@ -15,9 +15,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
   clusterSuite((c) => (cluster = c));
 
   it("submit --wait → 1 scheduler + 3 agents → the job completes with the run directory of a local run", async () => {
-    cluster.startScheduler(["--metrics-port", "0"]);
-    for (let i = 0; i < 3; i++) cluster.startAgent();
-    await cluster.agentsReady(3);
+    await cluster.startPool(3, { scheduler: ["--metrics-port", "0"] });
     const out = join(tempDir(), "run");
     const r = cli(["submit", ...cluster.common, "--dataset", "synthetic", "--model", "logreg", "--backend", "cpu", "--max-steps", "20", "--batch-size", "16", "--optimizer", "sgd", "--lr", "0.1", "--wait", "--out", out, "--log-level", "warn"]);
     assert.equal(r.code, 0, `${r.stderr}\n${cluster.logs()}`);
@@ -53,9 +51,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
 
   it("serves /healthz, /readyz and Prometheus /metrics on --metrics-port", async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
-    cluster.startScheduler(["--metrics-port", String(port)]);
-    cluster.startAgent(["--metrics-port", String(port + 1)]);
-    await cluster.agentsReady(1);
+    await cluster.startPool(1, { scheduler: ["--metrics-port", String(port)], agent: ["--metrics-port", String(port + 1)] });
     const get = async (p: number, path: string) => {
       const deadline = Date.now() + 10_000;
       for (;;) {
@@ -80,9 +76,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
   });
 
   it("an agent killed with SIGKILL mid-job: the job is retried on the remaining agents and completes", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 4; i++) cluster.startAgent();
-    await cluster.agentsReady(4);
+    await cluster.startPool(4);
     const id = await cluster.submit({ maxSteps: 600, slow: { 0: 10 } }, 2);
     const rec = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 5, "running with progress");
     const lost = rec.gang.find((g) => g.role === "worker")!.agent;
@@ -97,9 +91,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
   });
 
   it("an agent lost on the last allowed attempt: the job fails with a reason that names it", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 3; i++) cluster.startAgent();
-    await cluster.agentsReady(3);
+    await cluster.startPool(3);
     const id = await cluster.submit({ maxSteps: 100_000, slow: { 0: 3 } }, 0);
     const rec = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 2, "running with progress");
     const victim = await cluster.agentPidOf(rec, "server");
@@ -114,9 +106,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
   });
 
   it("a --comm allreduce job gets a gang without server shards and completes", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 3; i++) cluster.startAgent();
-    await cluster.agentsReady(3);
+    await cluster.startPool(3);
     const id = await cluster.submit({ comm: "allreduce", mode: "sync", workers: 2 });
     const end = await cluster.waitForState(id, ["succeeded", "failed"]);
     assert.equal(end.state, "succeeded", end.error);
@@ -126,9 +116,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
   });
 
   it("two jobs with agents enough for one: the second waits, then runs; no deadlock", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 3; i++) cluster.startAgent();
-    await cluster.agentsReady(3);
+    await cluster.startPool(3);
     const first = await cluster.submit({ maxSteps: 200, slow: { 0: 2 } });
     await cluster.waitForState(first, ["starting", "running"]);
     const second = await cluster.submit({ maxSteps: 20 });
@@ -148,9 +136,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
 
   for (const signal of ["SIGKILL", "SIGTERM"] as const) {
     it(`a scheduler stopped mid-queue (${signal}) loses nothing: its replacement picks every job up where it was`, async () => {
-      const first = cluster.startScheduler();
-      for (let i = 0; i < 3; i++) cluster.startAgent();
-      await cluster.agentsReady(3);
+      const first = await cluster.startPool(3);
       const a = await cluster.submit({ maxSteps: 300, slow: { 0: 2 } });
       const b = await cluster.submit({ maxSteps: 20 });
       const c = await cluster.submit({ maxSteps: 20 });
@@ -168,9 +154,7 @@ describe("cluster mode: scheduler + agents on a real redis-server", function () 
   }
 
   it("cancel: a queued job is dropped at once; a running job's processes are killed and its agents freed", async () => {
-    cluster.startScheduler();
-    for (let i = 0; i < 3; i++) cluster.startAgent();
-    await cluster.agentsReady(3);
+    await cluster.startPool(3);
     const running = await cluster.submit({ maxSteps: 100_000, slow: { 0: 3 } });
     const rec = await cluster.waitFor(running, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 2, "running");
     const queued = await cluster.submit({ maxSteps: 20 });

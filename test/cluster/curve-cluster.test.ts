@@ -31,9 +31,7 @@ describe("cluster mode with CURVE: agents started with --curve-keys", function (
   it("a job runs with CURVE on every task's sockets; only the key folder's path travels, no key reaches Redis", async () => {
     const keys = join(tempDir(), "keys");
     generateCurveKeys(keys, false);
-    cluster.startScheduler();
-    for (let i = 0; i < 3; i++) cluster.startAgent(["--curve-keys", keys]);
-    await cluster.agentsReady(3);
+    await cluster.startPool(3, { agent: ["--curve-keys", keys] });
     const id = await cluster.submit({ maxSteps: 20 });
     const rec = await cluster.waitForState(id, ["succeeded", "failed"]);
     assert.equal(rec.state, "succeeded", `${rec.error}\n${cluster.logs()}`);
@@ -54,9 +52,7 @@ describe("cluster mode with CURVE: agents started with --curve-keys", function (
   it("a shard killed under CURVE is restarted by its agent; the new process is admitted as the old one was and the job finishes", async () => {
     const keys = join(tempDir(), "keys");
     generateCurveKeys(keys, false);
-    cluster.startScheduler();
-    for (let i = 0; i < 3; i++) cluster.startAgent(["--curve-keys", keys]);
-    await cluster.agentsReady(3);
+    await cluster.startPool(3, { agent: ["--curve-keys", keys] });
     const id = await cluster.submit({ mode: "sync", maxSteps: 2000, checkpointEvery: 20, timeoutMs: 15_000, logLevel: "info" }, 0);
     const running = await cluster.waitFor(id, (r) => r.state === "running" && (r.progress?.globalStep ?? 0) > 60, "running past 3 checkpoints");
     process.kill(await cluster.taskPid(running, "server", 0), "SIGKILL");

@@ -65,6 +65,17 @@ export class TestCluster {
     return this.spawnCli(`agent-${n}`, ["agent", ...this.common, "--name", `agent${n}`, "--runs-dir", runs, "--heartbeat-ms", "250", "--log-level", "debug", ...extra]);
   }
 
+  /**
+   * A scheduler and `agents` agents (with extra arguments `scheduler` and `agent`), once every
+   * agent has registered; the scheduler's process, to stop it.
+   */
+  async startPool(agents: number, extra: { scheduler?: string[]; agent?: string[] } = {}): Promise<Proc> {
+    const scheduler = this.startScheduler(extra.scheduler);
+    for (let i = 0; i < agents; i++) this.startAgent(extra.agent);
+    await this.agentsReady(agents);
+    return scheduler;
+  }
+
   async connect(): Promise<JobClient> {
     this.client ??= await JobClient.connect(this.redisUrl, this.prefix, 5000);
     return this.client;
