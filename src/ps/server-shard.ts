@@ -363,7 +363,8 @@ export class ServerShard implements ShardClocks {
         if ((h.flags & Flag.AT_CLOCK) === 0) return [this.clockReply(from, h.seq, this.joinClock())];
         const ok = this.join(h.rank, h.clock);
         if (!ok) throw new WireError("join-late", `worker ${h.rank} cannot join at clock ${h.clock}: this shard is at version ${this.version}`);
-        return [this.clockReply(from, h.seq, h.clock)];
+        // A registration moved to a later clock may have closed the aggregate in progress.
+        return [this.clockReply(from, h.seq, h.clock), ...this.release(now)];
       }
       case MsgType.STATS:
         this.checkCoordinator(h);
@@ -412,15 +413,23 @@ export class ServerShard implements ShardClocks {
     return this.opts.mode.pushPolicy === "aggregate" ? this.version + 1 : this.minClock();
   }
 
-  /** A replacement takes `rank` from `clock` on; false when this shard is already past that clock (sync). */
+  /**
+   * A replacement takes `rank` from `clock` on; false when this shard is already past that clock
+   * (sync). The reads and snapshots this may release are sent with the next release().
+   */
   join(rank: number, clock: number): boolean {
     // A rank that is live and has pushed since it joined is not replaced; one that has not (an
     // earlier round of the same replacement's join) may be registered again at a later clock.
     if (this.live[rank] && this.clocks[rank] !== this.joinAt[rank]) return this.clocks[rank] === clock;
-    if (this.opts.mode.pushPolicy === "aggregate" && clock <= this.version) return false;
+    const sync = this.opts.mode.pushPolicy === "aggregate";
+    if (sync && clock <= this.version) return false;
+    // Registered again at a later clock, the rank may have been the one the aggregate in progress
+    // waited for (its first registration was at this clock): the round closes without it now.
+    const wasIn = sync && this.contributes(rank);
     this.live[rank] = true;
     this.clocks[rank] = clock;
     this.joinAt[rank] = clock;
+    if (wasIn) this.advanceAggregate();
     return true;
   }
 

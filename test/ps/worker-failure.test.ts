@@ -58,6 +58,36 @@ describe("ServerShard: workers that leave or are replaced", () => {
     assert.deepEqual(weightsOf(both[0]!), [-5]);
   });
 
+  it("sync: a replacement registered again at a later clock (another shard refused the first) no longer holds up the aggregate it was in", () => {
+    const s = makeShard({ mode: "sync", workers: 3, size: 1, optimizer: sgd(1) });
+    workerLeft(s, 1);
+    s.handle(peer(0), pushPull(0, 0, f32(1)));
+    assert.equal(s.handle(peer(2), pushPull(2, 0, f32(3))).length, 2);
+    // first join round: this shard registers rank 1 from clock 2 (another shard refuses it)
+    assert.equal(join(s, 1).header.clock, 2);
+    assert.equal(join(s, 1, 2).header.clock, 2);
+    s.handle(peer(0), pushPull(0, 1, f32(1), { version: 1 }));
+    assert.equal(s.handle(peer(2), pushPull(2, 1, f32(3), { version: 1 })).length, 2, "clock 1 does not wait for rank 1");
+    // clock 2 waits for rank 1, the others have pushed it
+    assert.equal(s.handle(peer(0), pushPull(0, 2, f32(2), { version: 2 })).length, 0);
+    assert.equal(s.handle(peer(2), pushPull(2, 2, f32(4), { version: 2 })).length, 0);
+    assert.equal(s.version, 2);
+    // second round: rank 1 is registered from clock 3 instead; clock 2 closes without it
+    assert.equal(join(s, 1).header.clock, 3);
+    const out = s.handle(peer(1), frames({ type: MsgType.JOIN, rank: 1, clock: 3, flags: Flag.AT_CLOCK }));
+    assert.equal(out[0]!.header.type, MsgType.ACK);
+    assert.equal(out[0]!.header.clock, 3);
+    const reads = out.slice(1);
+    assert.equal(reads.length, 2, "the reads of ranks 0 and 2 for clock 3 are answered");
+    assert.equal(s.version, 3);
+    for (const r of reads) assert.deepEqual(weightsOf(r), [-2 - 2 - 3], "clock 2's mean is over ranks 0 and 2");
+    assert.equal(s.stallReport(Date.now() + 60_000, 1000), null, "nothing is held");
+    // clock 3 needs rank 1
+    assert.equal(s.handle(peer(0), pushPull(0, 3, f32(1), { version: 3 })).length, 0);
+    assert.equal(s.handle(peer(2), pushPull(2, 3, f32(1), { version: 3 })).length, 0);
+    assert.equal(s.handle(peer(1), pushPull(1, 3, f32(1), { version: 3 })).length, 3);
+  });
+
   it("ssp: the slowest clock leaves out a rank that left, and a replacement starts at the slowest live clock", () => {
     const s = makeShard({ mode: "ssp", staleness: 1, workers: 2, size: 1, optimizer: sgd(1) });
     assert.equal(s.handle(peer(0), pushPull(0, 0, f32(1))).length, 1);
