@@ -35,19 +35,20 @@
         (local.set $a (i32.add (local.get $a) (i32.const 16)))
         (br $next))))
 
-  ;; 1 when no element is NaN or ±Infinity: x * 0 is 0 for every finite x, NaN otherwise.
+  ;; 1 when no element is NaN or ±Infinity: |x| < Infinity is false for both. The lanes' masks
+  ;; are and-ed together (a one-cycle dependency, where a running sum would wait on each add).
   (func (export "finite") (param $a i32) (param $n i32) (result i32)
-    (local $end i32) (local $acc v128) (local $zero v128)
-    (local.set $zero (f32x4.splat (f32.const 0)))
-    (local.set $acc (local.get $zero))
+    (local $end i32) (local $acc v128) (local $inf v128)
+    (local.set $inf (f32x4.splat (f32.const inf)))
+    (local.set $acc (i32x4.splat (i32.const -1)))
     (local.set $end (i32.add (local.get $a) (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2))))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
-        (local.set $acc (f32x4.add (local.get $acc) (f32x4.mul (v128.load (local.get $a)) (local.get $zero))))
+        (local.set $acc (v128.and (local.get $acc) (f32x4.lt (f32x4.abs (v128.load (local.get $a))) (local.get $inf))))
         (local.set $a (i32.add (local.get $a) (i32.const 16)))
         (br $next)))
-    (i32.eqz (v128.any_true (f32x4.ne (local.get $acc) (local.get $zero)))))
+    (i32x4.all_true (local.get $acc)))
 
   ;; SGD: w[i] = w[i] - a * g[i]
   (func (export "sgd") (param $w i32) (param $g i32) (param $n i32) (param $a f64)
