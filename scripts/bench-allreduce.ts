@@ -37,6 +37,7 @@ import type { TransportName } from "../src/config/train-config.js";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { MsgType } from "../src/transport/header.js";
 import { machineBusy, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
+import { allocF32, freeF32 } from "../src/util/simd.js";
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -85,7 +86,8 @@ async function rankMain(rank: number, coordinator: string, timeoutMs: number): P
     const m = await control.next([MsgType.START, MsgType.STOP], 600_000, "a case");
     if (m.header.type === MsgType.STOP) break;
     const c = m.body as CaseMsg;
-    const buf = new Float32Array(c.bytes / 4);
+    // Where a training worker keeps its gradient (the SIMD kernels' memory; plain with PS_TRAIN_SIMD=0).
+    const buf = allocF32(c.bytes / 4);
     const expect = (cfg.size * (cfg.size + 1)) / 2;
     let correct = true;
     const run = async (): Promise<number> => {
@@ -106,6 +108,7 @@ async function rankMain(rank: number, coordinator: string, timeoutMs: number): P
     const times: number[] = [];
     for (let i = 0; i < one[0]!; i++) times.push(await run());
     const res: CaseResult = { rank, times, warmup: c.warmup, correct, algoUsed: ar.algoFor(c.bytes) };
+    freeF32(buf);
     await control.send(MsgType.PROGRESS, res);
   }
   await group.barrier();

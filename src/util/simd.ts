@@ -2,21 +2,21 @@ import { SIMD_WASM_BASE64 } from "./simd-module.js";
 
 /**
  * WebAssembly SIMD for the element-wise float32 loops on the hot paths: summing gradients, the
- * NaN/Infinity check, and the optimizers' updates (src/util/simd.wat). Measured here on 2 M
- * values (8 MiB): sum 2.2 → 0.3 ms, check 1.15 → 0.15 ms; Adam on the MLP's 266,610 values
- * 1.2 → 0.6 ms. The results are the JavaScript loops' bit for bit (see simd.wat), so whether a
- * kernel runs in WebAssembly or in JavaScript never changes a run's numbers.
+ * NaN/Infinity check, and the optimizers' updates (src/util/simd.wat). `npm run bench:kernels`
+ * here: sum of 2 M values (8 MiB) 2.06 → 0.27 ms, the check 1.16 → 0.29 ms, SGD 2.33 → 0.62 ms;
+ * on the MNIST MLP's 266,610 values Adam 1.21 → 0.59 ms, momentum 0.66 → 0.18 ms. The results
+ * are the JavaScript loops' bit for bit (see simd.wat), so whether a kernel runs in WebAssembly
+ * or in JavaScript never changes a run's numbers.
  *
  * WebAssembly code reads only its own memory: arrays that the kernels work on are allocated in
  * it with `allocF32` (a shared memory, so that growing it never detaches the arrays handed out
  * before). A kernel runs in WebAssembly when its arrays live there and falls back to the
- * JavaScript loop otherwise; an operand that is only read (a received gradient) may be copied in
- * first (`resident`), which costs less than the loop it saves (memcpy: 0.28 ms per 8 MiB).
+ * JavaScript loop otherwise; the optimizers copy a gradient that lives elsewhere in first
+ * (`resident`; memcpy: 0.28 ms per 8 MiB), which costs less than the loop it saves.
  *
  * PS_TRAIN_SIMD=0 turns it off (every array a plain Float32Array, every loop JavaScript), so a
  * benchmark can compare both in one sitting.
  */
-
 interface Exports {
   add(dst: number, src: number, n: number): void;
   div(a: number, d: number, n: number): void;
@@ -175,18 +175,20 @@ export function simdHeapBytes(): { grown: number; used: number } {
 
 // ---- kernels: each returns the number of leading elements it handled (0: none, run the JS loop)
 
-/** dst[i] += src[i] for the leading elements; src is copied in when it lives elsewhere. */
+/**
+ * dst[i] += src[i] for the leading elements, when both live in the kernels' memory. (Not when
+ * src lives elsewhere: copying a received segment in first made the ring allreduce no faster at
+ * N=2 and ~8% slower at N=4, bench:allreduce 16 MiB with PS_TRAIN_SIMD=0/1 alternating.)
+ */
 export function simdAdd(dst: Float32Array, src: Float32Array): number {
-  const h = heap ?? theHeap();
-  if (!h || dst.length < SIMD_MIN_ELEMENTS || !h.buffers.has(dst.buffer)) return 0;
-  const s = resident(src);
-  if (!s) return 0;
-  h.k.add(dst.byteOffset, s.byteOffset, dst.length);
+  const h = heap; // null or undefined: nothing was allocated there, so nothing is resident
+  if (!h || dst.length < SIMD_MIN_ELEMENTS || !h.buffers.has(dst.buffer) || !h.buffers.has(src.buffer)) return 0;
+  h.k.add(dst.byteOffset, src.byteOffset, dst.length);
   return dst.length & ~3;
 }
 
 export function simdDiv(a: Float32Array, d: number): number {
-  const h = heap ?? theHeap();
+  const h = heap;
   if (!h || a.length < SIMD_MIN_ELEMENTS || !h.buffers.has(a.buffer)) return 0;
   h.k.div(a.byteOffset, d, a.length);
   return a.length & ~3;
@@ -194,7 +196,7 @@ export function simdDiv(a: Float32Array, d: number): number {
 
 /** Whether the leading `handled` elements are all finite (handled 0: it did not run). */
 export function simdFinite(a: Float32Array): { handled: number; finite: boolean } {
-  const h = heap ?? theHeap();
+  const h = heap;
   if (!h || a.length < SIMD_MIN_ELEMENTS || !h.buffers.has(a.buffer)) return { handled: 0, finite: true };
   return { handled: a.length & ~3, finite: h.k.finite(a.byteOffset, a.length) === 1 };
 }
@@ -209,7 +211,7 @@ function residentAll(h: Heap, ...arrays: Float32Array[]): boolean {
  * they live elsewhere), when every updated array lives there; else null (run the JS loop).
  */
 function gradientIn(n: number, g: Float32Array, ...updated: Float32Array[]): { h: Heap; g: Float32Array } | null {
-  const h = heap ?? theHeap();
+  const h = heap;
   if (!h || n < SIMD_MIN_ELEMENTS || !residentAll(h, ...updated)) return null;
   const gr = resident(g.length === n ? g : g.subarray(0, n));
   return gr ? { h, g: gr } : null;
