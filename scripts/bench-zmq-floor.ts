@@ -13,8 +13,8 @@
  */
 import { fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { Context, Pull, Push } from "zeromq";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
+import { bindSocket, newBoundPull, newContext, newPush } from "../src/transport/sockets.js";
 import { freePort } from "../src/util/free-port.js";
 import { parseSize, quantiles } from "./bench-util.js";
 
@@ -33,10 +33,11 @@ interface Job {
 }
 
 async function rank(r: number, job: Job): Promise<number[]> {
-  const context = new Context({ ioThreads: job.ioThreads });
-  const pull = new Pull({ context, linger: 0 });
-  await pull.bind(job.self);
-  const push = new Push({ context, linger: 0 });
+  // the secured factory, as the peer group's sockets (no CURVE here: plain sockets)
+  const context = newContext(job.ioThreads);
+  const pull = newBoundPull(`floor rank ${r}`, { context, linger: 0 });
+  await bindSocket(pull, job.self);
+  const push = newPush("worker", { context, linger: 0 });
   push.connect(job.peer);
   const payload = Buffer.alloc(job.bytes, 1);
   const head = Buffer.alloc(28);
