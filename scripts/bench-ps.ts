@@ -193,6 +193,7 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
     });
     router.close();
     await serving;
+    s.dispose(); // its arrays' memory goes to the next size's shard
   }
 }
 
