@@ -42,6 +42,12 @@ export interface LostProcess {
  * `who` names the role process where the launcher knows it (a local run restarts a dead server
  * shard when checkpoints are on; see shard-restarter.ts).
  */
-export type LauncherFactory = (coordinatorEndpoint: string, timeoutMs: number, onUnexpectedExit: (err: Error, who?: LostProcess) => void) => RoleLauncher;
+export type LauncherFactory = (
+  coordinatorEndpoint: string,
+  timeoutMs: number,
+  onUnexpectedExit: (err: Error, who?: LostProcess) => void,
+  /** the number of role processes the run starts (a local launcher sizes their GC threads by it) */
+  planned?: number,
+) => RoleLauncher;
 
-export const localLauncher: LauncherFactory = (endpoint, timeoutMs, onUnexpectedExit) => new LocalLauncher(endpoint, timeoutMs, onUnexpectedExit);
+export const localLauncher: LauncherFactory = (endpoint, timeoutMs, onUnexpectedExit, planned) => new LocalLauncher(endpoint, timeoutMs, onUnexpectedExit, "tuned", planned ?? 0);

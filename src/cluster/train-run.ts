@@ -205,12 +205,17 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const coordinator = new Coordinator(runId, cfg.timeoutMs, model.size * 4 + 1024 * 1024);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));
   let restarter: ShardRestarter | null = null;
-  const launcher = (opts.launcher ?? localLauncher)(endpoint, cfg.timeoutMs, (err, who) => {
-    // With checkpoints on, a dead shard is restarted from its checkpoint (docs/reliability.md).
-    if (who?.role === "server" && restarter?.onExit(who.rank)) return;
-    if (who) coordinator.lost(who.role, who.rank, err);
-    else coordinator.fail(err);
-  });
+  const launcher = (opts.launcher ?? localLauncher)(
+    endpoint,
+    cfg.timeoutMs,
+    (err, who) => {
+      // With checkpoints on, a dead shard is restarted from its checkpoint (docs/reliability.md).
+      if (who?.role === "server" && restarter?.onExit(who.rank)) return;
+      if (who) coordinator.lost(who.role, who.rank, err);
+      else coordinator.fail(err);
+    },
+    cfg.workers + nServers,
+  );
   // Worker failures (--on-worker-failure): steps each rank has reported, and what a loss does.
   const stepsOf = new Array<number>(cfg.workers).fill(0);
   const done = new Map<number, WorkerStats>();
