@@ -763,9 +763,10 @@ class ReplyBuffers {
   }
 }
 
-/** The frame's float32 values copied into the start of `into` (the caller checked the length). */
+/** The frame's float32 values copied into the start of `into` (the caller checked the length); `into` itself when they fill it. */
 function copyFrame(frame: Buffer, into: Float32Array): Float32Array {
-  const out = into.subarray(0, frame.byteLength / 4);
+  const n = frame.byteLength / 4;
+  const out = into.length === n ? into : into.subarray(0, n);
   new Uint8Array(out.buffer, out.byteOffset, frame.byteLength).set(frame);
   return out;
 }

@@ -23,6 +23,35 @@ describe("ServerShard", () => {
       }
       assert.deepEqual(b.map((o) => o.to[0]).sort(), [0, 1]);
     });
+
+    it("sums in rank order whatever the arrival order: every order gives the same bits, and a bad gradient ahead of its turn changes nothing", () => {
+      const n = 1001; // long enough for the SIMD kernels, with a tail for the JavaScript loop
+      const grads = [0, 1, 2].map((r) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * (r + 1)) / (r + 3)));
+      const run = (order: number[], badFirst: boolean): Float32Array => {
+        const s = makeShard({ mode: "sync", workers: 3, size: n, optimizer: sgd(0.3) });
+        let last: Outgoing[] = [];
+        for (let clock = 0; clock < 3; clock++) {
+          for (const r of order) {
+            if (badFirst && r !== 0) {
+              const bad = Float32Array.from(grads[r]!);
+              bad[n - 1] = NaN;
+              const e = s.handle(peer(r), pushPull(r, clock, bad, { version: clock }));
+              assert.equal(e[0]!.header.type, MsgType.ERROR, "the NaN gradient is refused");
+            }
+            last = s.handle(peer(r), pushPull(r, clock, grads[r]!, { version: clock }));
+          }
+        }
+        assert.equal(s.version, 3);
+        return weightsOf(last[0]!);
+      };
+      const ref = run([0, 1, 2], false);
+      for (const order of [[2, 0, 1], [1, 2, 0], [2, 1, 0]]) {
+        for (const badFirst of [false, true]) {
+          const w = run(order, badFirst);
+          assert.ok(w.every((x, i) => Object.is(x, ref[i])), `order ${order.join(",")}${badFirst ? " with a refused NaN first" : ""}: the same bits`);
+        }
+      }
+    });
   });
 
   describe("async", () => {
