@@ -29,8 +29,11 @@ export const TUNED_MALLOC_ENV: Record<string, string> = {
  * machine has cores, those helpers wait for a core held by another process of the same run. Then
  * each process collects on its own thread (`--single-threaded-gc`). Measured here (2 cores, MNIST
  * MLP, 1 epoch, 4 alternating pairs): sync with 2 workers and a shard 5.90 → 5.20 s of training;
- * with 1 worker and 1 shard (2 processes) no gain, so it stays parallel there.
- * PS_TRAIN_PARALLEL_GC=1 keeps V8's default; flags in PS_TRAIN_NODE_ARGS about GC threads win.
+ * with 1 worker and 1 shard (2 processes) no gain, so it stays parallel there. Four more rounds
+ * of all / workers only / none: 5.62 / 6.17 / 6.65 s on average. Against it: in bench:ps (16 MiB
+ * messages, 4 workers and 2 shards as separate processes) single-threaded shards made the round
+ * slower (37–43 → 47–62 ms, 3 pairs); a run with a large model may do better with
+ * PS_TRAIN_PARALLEL_GC=1, which keeps V8's default. GC-thread flags in PS_TRAIN_NODE_ARGS win.
  */
 export function roleGcArgs(planned: number, cores: number, env: NodeJS.ProcessEnv, userArgs: readonly string[]): string[] {
   if (env["PS_TRAIN_PARALLEL_GC"] === "1") return [];
