@@ -14,15 +14,10 @@ import { createOptimizer } from "../src/ps/optimizer.js";
 import { allFinite } from "../src/transport/frames.js";
 import { addInto } from "../src/util/f32-kernels.js";
 import { allocF32, simdEnabled } from "../src/util/simd.js";
-import { quantiles } from "./bench-util.js";
+import { argValue, quantiles } from "./bench-util.js";
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? (process.argv[i + 1] ?? def) : def;
-}
-
-const reps = Number(arg("--reps", "80"));
-const rounds = Number(arg("--rounds", "3"));
+const reps = Number(argValue("--reps", "80"));
+const rounds = Number(argValue("--rounds", "3"));
 const MLP = 266_610;
 const HALF_ROUND = 2 * 1024 * 1024;
 

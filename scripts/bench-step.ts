@@ -24,14 +24,10 @@ import { referenceLoss } from "../src/model/autodiff.js";
 import { selectBackend } from "../src/model/backend.js";
 import { createModel } from "../src/model/zoo.js";
 import { Rng } from "../src/util/rng.js";
+import { argValue } from "./bench-util.js";
 
 const LR = 0.01;
 const NUM_BATCHES = 8;
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? (process.argv[i + 1] ?? def) : def;
-}
 
 function emit(o: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(o) + "\n");
@@ -106,12 +102,12 @@ function autodiffImpl(name: ModelName, batch: number): Impl {
 }
 
 async function main(): Promise<void> {
-  const backend = arg("--backend", "wasm") as BackendName;
-  const models = arg("--models", "mlp,cnn").split(",") as ModelName[];
-  const batches = arg("--batches", "128,64").split(",").map(Number);
-  const steps = Number(arg("--steps", "120"));
-  const warmup = Number(arg("--warmup", "10"));
-  const rounds = Number(arg("--rounds", "6"));
+  const backend = argValue("--backend", "wasm") as BackendName;
+  const models = argValue("--models", "mlp,cnn").split(",") as ModelName[];
+  const batches = argValue("--batches", "128,64").split(",").map(Number);
+  const steps = Number(argValue("--steps", "120"));
+  const warmup = Number(argValue("--warmup", "10"));
+  const rounds = Number(argValue("--rounds", "6"));
   const sel = await selectBackend(backend);
   emit({ bench: "meta", script: "bench-step", cpus: cpus().length, node: process.version, tfjs: tf.version.tfjs, backend: sel.backend, backend_detail: sel.detail, time: new Date().toISOString() });
   for (const name of models) {

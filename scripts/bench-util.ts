@@ -3,6 +3,12 @@ import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { removeIpcDir } from "../src/transport/endpoint.js";
 
+/** The value after `--name` on the command line, or `def` when the flag is absent. */
+export function argValue(name: string, def: string): string {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? (process.argv[i + 1] ?? def) : def;
+}
+
 /** Busy and total CPU seconds of the whole machine, all cores (null where /proc/stat is missing). */
 export function machineCpu(): { busy: number; total: number } | null {
   try {

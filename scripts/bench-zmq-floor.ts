@@ -16,12 +16,7 @@ import { fileURLToPath } from "node:url";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
 import { bindSocket, newBoundPull, newContext, newPush } from "../src/transport/sockets.js";
 import { freePort } from "../src/util/free-port.js";
-import { parseSize, quantiles } from "./bench-util.js";
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? (process.argv[i + 1] ?? def) : def;
-}
+import { argValue, parseSize, quantiles } from "./bench-util.js";
 
 interface Job {
   pattern: "exchange" | "pingpong";
@@ -72,10 +67,10 @@ async function child(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const sizes = arg("--sizes", "4KiB,64KiB").split(",").map(parseSize);
-  const transports = arg("--transports", "ipc,tcp").split(",");
-  const iters = Number(arg("--iters", "3000"));
-  const ioThreads = Number(arg("--io-threads", "1"));
+  const sizes = argValue("--sizes", "4KiB,64KiB").split(",").map(parseSize);
+  const transports = argValue("--transports", "ipc,tcp").split(",");
+  const iters = Number(argValue("--iters", "3000"));
+  const ioThreads = Number(argValue("--io-threads", "1"));
   const me = fileURLToPath(import.meta.url);
   for (const transport of transports) {
     for (const pattern of ["exchange", "pingpong"] as const) {
