@@ -1,7 +1,7 @@
 import type { OptimizerConfig } from "../config/train-config.js";
 import { type HistogramJson, IntHistogram } from "../metrics/histogram.js";
 import type { ConsistencyMode, ShardClocks } from "../modes/mode.js";
-import { allFinite, f32View } from "../transport/frames.js";
+import { allFinite, f32Copy, f32View } from "../transport/frames.js";
 import { decodeHeader, DType, Flag, type Header, makeHeader, MsgType, typeName, WireError } from "../transport/header.js";
 import type { KeyRange } from "./key-range.js";
 import { addInto } from "../util/f32-kernels.js";
@@ -499,7 +499,7 @@ export class ServerShard implements ShardClocks {
     // A sync gradient ahead of its turn in the sum is copied straight into its rank's buffer.
     const aggregate = this.opts.mode.pushPolicy !== "apply";
     const ahead = aggregate && h.rank > this.nextRank && this.early[h.rank] === null;
-    const g = simdEnabled() ? copyFrame(frame, ahead ? (this.earlyCopies[h.rank] ??= allocF32(expected / 4)) : this.scratch) : f32View(frame, this.scratch);
+    const g = simdEnabled() ? f32Copy(frame, ahead ? (this.earlyCopies[h.rank] ??= allocF32(expected / 4)) : this.scratch) : f32View(frame, this.scratch);
     if (!allFinite(g)) {
       this.rejectedGradients++;
       throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
@@ -761,12 +761,4 @@ class ReplyBuffers {
     rb.readers--;
     if (rb.readers === 0 && rb !== this.current) this.free.push(rb.buf);
   }
-}
-
-/** The frame's float32 values copied into the start of `into` (the caller checked the length); `into` itself when they fill it. */
-function copyFrame(frame: Buffer, into: Float32Array): Float32Array {
-  const n = frame.byteLength / 4;
-  const out = into.length === n ? into : into.subarray(0, n);
-  new Uint8Array(out.buffer, out.byteOffset, frame.byteLength).set(frame);
-  return out;
 }

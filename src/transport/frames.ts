@@ -9,7 +9,16 @@ export function f32View(frame: Buffer, scratch?: Float32Array): Float32Array {
   if (frame.byteLength % 4 !== 0) throw new WireError("payload-length", `tensor frame of ${frame.byteLength} bytes is not a whole number of float32`);
   const n = frame.byteLength / 4;
   if (frame.byteOffset % 4 === 0) return new Float32Array(frame.buffer, frame.byteOffset, n);
-  const out = scratch && scratch.length >= n ? scratch.subarray(0, n) : new Float32Array(n);
+  return f32Copy(frame, scratch && scratch.length >= n ? scratch : new Float32Array(n));
+}
+
+/**
+ * The frame's float32 values copied into the start of `into` (at least as long; the frame a
+ * whole number of float32): `into` itself when they fill it, else its leading part.
+ */
+export function f32Copy(frame: Buffer, into: Float32Array): Float32Array {
+  const n = frame.byteLength / 4;
+  const out = into.length === n ? into : into.subarray(0, n);
   new Uint8Array(out.buffer, out.byteOffset, frame.byteLength).set(frame);
   return out;
 }
