@@ -4,6 +4,7 @@ import { handshakeProblem, newDealer } from "./sockets.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { processCollector } from "./young-gc.js";
 import { decodeHeader, encodeHeader, type Header, HEADER_BYTES, MsgType, typeName } from "./header.js";
+import { isEagain } from "./receive.js";
 
 /** The peer answered with an ERROR message. */
 export class RemoteError extends Error {
@@ -76,7 +77,7 @@ export class PeerClient {
           frames = await this.socket.receive();
         } catch (err) {
           // EAGAIN before the deadline is not a timeout (zeromq.js under CURVE, see receive.ts): wait on.
-          if ((err as { code?: unknown } | null)?.code === "EAGAIN" && deadline - Date.now() > 5) {
+          if (isEagain(err) && deadline - Date.now() > 5) {
             await new Promise((r) => setImmediate(r));
             continue;
           }

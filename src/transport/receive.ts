@@ -23,7 +23,12 @@ export async function* messages(socket: { receive(): Promise<Buffer[]>; readonly
   }
 }
 
+/** A receive rejected with EAGAIN: a timeout, or under CURVE the spurious kind (see messages()). */
+export function isEagain(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === "EAGAIN";
+}
+
 /** EAGAIN from a receive that had no deadline (receiveTimeout < 0): not a timeout, see messages(). */
 function isSpuriousEagain(err: unknown, receiveTimeout: number): boolean {
-  return receiveTimeout < 0 && (err as { code?: unknown } | null)?.code === "EAGAIN";
+  return receiveTimeout < 0 && isEagain(err);
 }
