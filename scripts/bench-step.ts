@@ -1,25 +1,31 @@
 /**
  * Training-step time of the zoo's mlp (784-300-100-10) and cnn (LeNet-5, 28x28x1) on one
- * process: ps-train's explicit-backward FlatModel.gradient() against tfjs autodiff, side by
- * side in one run.
+ * process: ps-train's FlatModel.gradient() (SIMD dense kernels, and tfjs ops with explicit
+ * backward passes) against tfjs autodiff, side by side in one run.
  *
- *   ps-train-manual  setWeights(w) + gradient(x, y) into a Float32Array + SGD on the flat
- *                    vector in JS (w -= lr g): what a worker and the server do per step
+ *   ps-train-simd    setWeights(w) + gradient(x, y) into a Float32Array + SGD on the flat
+ *                    vector in JS (w -= lr g): what a worker and the server do per step, with
+ *                    the SIMD dense kernels (src/model/dense-simd.ts; the mlp only: the cnn
+ *                    has no such line)
+ *   ps-train-tfjs    the same step computed by tfjs ops with explicit backward passes
+ *                    (PS_TRAIN_DENSE_KERNELS=tfjs; called ps-train-manual before the kernels)
  *   tfjs-autodiff    tf.variableGrads(loss) over tf.variables + tf.train.sgd applyGradients,
  *                    then a read of the loss (the idiomatic tfjs step; it does not move the
  *                    gradient to JS, which favours it)
  *
- * Both upload the batch every step, run on the same 8 fixed synthetic batches, and are
- * measured in alternating rounds so that background load hits both alike. One JSON line per
- * (model, batch, impl) on stdout, in the shape of /work/shared/peers (bench, impl, median_s,
- * min_s, max_s, samples_per_s = batch / median).
+ * All upload the batch every step, run on the same 8 batches (`--data mnist`, the default: the
+ * first MNIST training images, mostly zero pixels; `--data uniform`: uniform [0, 1) pixels, no
+ * zeros), and are measured in alternating rounds so that background load hits them alike. One
+ * JSON line per (model, batch, impl) on stdout, in the shape of /work/shared/peers (bench, impl,
+ * median_s, min_s, max_s, samples_per_s = batch / median).
  *
  * Run: node dist/scripts/bench-step.js [--backend wasm] [--models mlp,cnn] [--batches 128,64]
- *      [--steps 120] [--warmup 10] [--rounds 6]
+ *      [--data mnist|uniform] [--steps 120] [--warmup 10] [--rounds 6]
  */
 import { cpus } from "node:os";
 import * as tf from "@tensorflow/tfjs";
 import type { BackendName, ModelName } from "../src/config/train-config.js";
+import { loadDataset } from "../src/data/load.js";
 import { referenceLoss } from "../src/model/autodiff.js";
 import { selectBackend } from "../src/model/backend.js";
 import { createModel } from "../src/model/zoo.js";
@@ -46,24 +52,43 @@ interface Impl {
   dispose(): void;
 }
 
-function makeData(xSize: number, batch: number, classes: number, seed: number): { xs: Float32Array[]; ys: Float32Array[] } {
-  const rng = new Rng(seed);
+interface Batches {
+  xs: Float32Array[];
+  ys: Float32Array[];
+}
+
+/** NUM_BATCHES batches of 28x28 images: MNIST's first training images, or uniform pixels. */
+async function makeData(data: string, batch: number, seed: number): Promise<Batches> {
   const xs: Float32Array[] = [];
   const ys: Float32Array[] = [];
+  if (data === "mnist") {
+    const ds = await loadDataset("mnist", { seed });
+    for (let b = 0; b < NUM_BATCHES; b++) {
+      xs.push(ds.trainX.slice(b * batch * 784, (b + 1) * batch * 784));
+      ys.push(ds.trainY.slice(b * batch, (b + 1) * batch));
+    }
+    return { xs, ys };
+  }
+  if (data !== "uniform") throw new Error(`--data ${data}: expected mnist or uniform`);
+  const rng = new Rng(seed);
   for (let b = 0; b < NUM_BATCHES; b++) {
-    xs.push(Float32Array.from({ length: batch * xSize }, () => rng.next()));
-    ys.push(Float32Array.from({ length: batch }, () => rng.int(classes)));
+    xs.push(Float32Array.from({ length: batch * 784 }, () => rng.next()));
+    ys.push(Float32Array.from({ length: batch }, () => rng.int(10)));
   }
   return { xs, ys };
 }
 
-function manualImpl(name: ModelName, batch: number): Impl {
-  const model = createModel(name, [28, 28, 1], 10, "classification");
+function manualImpl(name: ModelName, batch: number, kernels: "auto" | "tfjs", { xs, ys }: Batches): Impl | null {
+  const model = createModel(name, [28, 28, 1], 10, "classification", { kernels });
   const w = model.init(1);
   const g = new Float32Array(model.size);
-  const { xs, ys } = makeData(model.xSize, batch, 10, 7);
+  model.setWeights(w);
+  if (kernels === "auto" && model.kernels !== "simd-dense") {
+    model.dispose();
+    return null;
+  }
   return {
-    impl: "ps-train-manual",
+    impl: kernels === "auto" ? "ps-train-simd" : "ps-train-tfjs",
     step(i) {
       model.setWeights(w);
       const r = model.gradient(xs[i % NUM_BATCHES]!, ys[i % NUM_BATCHES]!, batch, g);
@@ -74,12 +99,11 @@ function manualImpl(name: ModelName, batch: number): Impl {
   };
 }
 
-function autodiffImpl(name: ModelName, batch: number): Impl {
-  const model = createModel(name, [28, 28, 1], 10, "classification");
+function autodiffImpl(name: ModelName, batch: number, { xs, ys }: Batches): Impl {
+  const model = createModel(name, [28, 28, 1], 10, "classification", { kernels: "tfjs" });
   const init = model.init(1);
   const vars = model.params.map((p) => tf.tidy(() => tf.variable(tf.tensor(init.slice(p.offset, p.offset + p.size), p.shape))));
   const opt = tf.train.sgd(LR);
-  const { xs, ys } = makeData(model.xSize, batch, 10, 7);
   return {
     impl: "tfjs-autodiff",
     step(i) {
@@ -108,11 +132,15 @@ async function main(): Promise<void> {
   const steps = Number(argValue("--steps", "120"));
   const warmup = Number(argValue("--warmup", "10"));
   const rounds = Number(argValue("--rounds", "6"));
+  const data = argValue("--data", "mnist");
   const sel = await selectBackend(backend);
-  emit({ bench: "meta", script: "bench-step", cpus: cpus().length, node: process.version, tfjs: tf.version.tfjs, backend: sel.backend, backend_detail: sel.detail, time: new Date().toISOString() });
+  emit({ bench: "meta", script: "bench-step", cpus: cpus().length, node: process.version, tfjs: tf.version.tfjs, backend: sel.backend, backend_detail: sel.detail, data, time: new Date().toISOString() });
   for (const name of models) {
     for (const batch of batches) {
-      const impls = [manualImpl(name, batch), autodiffImpl(name, batch)];
+      const batches = await makeData(data, batch, 7);
+      const impls = [manualImpl(name, batch, "auto", batches), manualImpl(name, batch, "tfjs", batches), autodiffImpl(name, batch, batches)].filter(
+        (im): im is Impl => im !== null,
+      );
       const times = impls.map(() => [] as number[]);
       const losses = impls.map(() => Number.NaN);
       impls.forEach((im, k) => {
@@ -137,6 +165,7 @@ async function main(): Promise<void> {
           impl: im.impl,
           model: name === "mlp" ? "784-300-100-10" : "lenet5-28x28x1-6-16-120-84-10",
           backend: sel.backend,
+          data,
           batch,
           procs: 1,
           reps: t.length,

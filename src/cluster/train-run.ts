@@ -70,6 +70,8 @@ export interface Summary {
   dataset: string;
   task: "classification" | "regression";
   backend: string;
+  /** what computed the gradients: tfjs ops, or the SIMD dense kernels (src/model/dense-simd.ts) */
+  kernels: FlatModel["kernels"];
   paramCount: number;
   batchSize: number;
   globalBatch: number;
@@ -302,6 +304,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       ...(resume ? { resumedFrom: resume.startSteps } : {}),
       backend: prep.backend,
       backendRequested: cfg.backend,
+      kernels: model.kernels,
       versions: { psTrain: PKG_VERSION, node: process.version },
       paramCount: model.size,
       stepsPerWorker: totalSteps,
@@ -565,6 +568,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
       dataset: cfg.dataset,
       task: dataset.task,
       backend: prep.backend,
+      kernels: model.kernels,
       paramCount: model.size,
       batchSize: cfg.batchSize,
       globalBatch,

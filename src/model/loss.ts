@@ -67,3 +67,52 @@ export function lossSums(task: Task, z: tf.Tensor2D, y: tf.Tensor): LossSums {
 function countCorrect(z: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
   return tf.sum(tf.cast(tf.equal(tf.argMax(z, 1), labels), "float32")) as tf.Scalar;
 }
+
+/**
+ * The same losses on plain arrays (for the dense SIMD kernels, dense-simd.ts), in float64:
+ * summed loss and correct count over `rows` outputs z [rows, k]; when dz is given, the gradient
+ * of the mean loss (divided by `batch`) is written into it [rows, k].
+ * Classification takes class indices, regression targets [rows, k]. argmax: the first maximum.
+ */
+export function lossSumsInto(
+  task: Task,
+  z: Float32Array,
+  y: Int32Array | Float32Array,
+  rows: number,
+  k: number,
+  dz: Float32Array | null,
+  batch = rows,
+): { lossSum: number; correct: number } {
+  let lossSum = 0;
+  let correct = 0;
+  if (task === "classification") {
+    for (let r = 0; r < rows; r++) {
+      const o = r * k;
+      let max = z[o]!;
+      let arg = 0;
+      for (let j = 1; j < k; j++) {
+        if (z[o + j]! > max) {
+          max = z[o + j]!;
+          arg = j;
+        }
+      }
+      let sum = 0;
+      for (let j = 0; j < k; j++) sum += Math.exp(z[o + j]! - max);
+      const logSum = Math.log(sum);
+      const label = y[r]!;
+      lossSum -= z[o + label]! - max - logSum;
+      if (arg === label) correct++;
+      if (dz) {
+        for (let j = 0; j < k; j++) dz[o + j] = (Math.exp(z[o + j]! - max - logSum) - (j === label ? 1 : 0)) / batch;
+      }
+    }
+    return { lossSum, correct };
+  }
+  const scale = 2 / (batch * k);
+  for (let i = 0; i < rows * k; i++) {
+    const d = z[i]! - y[i]!;
+    lossSum += d * d;
+    if (dz) dz[i] = d * scale;
+  }
+  return { lossSum, correct };
+}

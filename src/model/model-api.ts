@@ -34,6 +34,8 @@ export interface FlatModel {
   readonly params: readonly ParamSpec[];
   /** total number of parameters */
   readonly size: number;
+  /** what computes gradients and outputs: tfjs ops, or the SIMD dense kernels (dense-simd.ts) */
+  readonly kernels: "tfjs" | "simd-dense";
   /** deterministic initial weights (Glorot uniform / zeros for biases) */
   init(seed: number): Float32Array;
   /** load the flat weights into the compute backend */

@@ -7,8 +7,9 @@ import type { ModelName } from "../config/train-config.js";
 import { sampleSize, type Task } from "../data/dataset.js";
 import { ConvReluPoolOp } from "./conv.js";
 import { DenseOp, FlattenOp } from "./dense.js";
+import { DenseSimd, type DenseLayerPlan } from "./dense-simd.js";
 import { glorotInit } from "./init.js";
-import { classLabels, lossAndGrad, lossSums } from "./loss.js";
+import { classLabels, lossAndGrad, lossSums, lossSumsInto } from "./loss.js";
 import type { BatchResult, EvalResult, FlatModel, ParamSpec } from "./model-api.js";
 import type { Op, Trace } from "./op.js";
 import { buildLayersModel, fileSaveHandler } from "./save.js";
@@ -53,6 +54,40 @@ export function compile(layers: readonly LayerSpec[], shapes: readonly number[][
   return ops;
 }
 
+/**
+ * How a model computes: `tfjs` ops on the selected backend, or `simd-dense`, the WebAssembly SIMD
+ * kernels of dense-simd.ts, for stacks of dense layers (logreg, linreg, mlp) when the backend is
+ * wasm or cpu (tfjs-node's and the GPU's own kernels are left to them).
+ */
+export type ComputeKernels = FlatModel["kernels"];
+
+export interface ModelOptions {
+  /** `auto` (default): simd-dense where it applies; `tfjs`: always tfjs */
+  kernels?: "auto" | "tfjs";
+}
+
+/**
+ * Whether PS_TRAIN_DENSE_KERNELS allows the SIMD dense kernels ("tfjs" or "0" turns them off,
+ * for side-by-side measurements; PS_TRAIN_SIMD=0 turns off every SIMD kernel).
+ */
+export function denseKernelsFromEnv(): "auto" | "tfjs" {
+  const v = (process.env["PS_TRAIN_DENSE_KERNELS"] ?? "").trim();
+  return v === "tfjs" || v === "0" ? "tfjs" : "auto";
+}
+
+/** The dense layers of a compiled op list, or null when it holds anything else. */
+function densePlan(ops: readonly CompiledOp[], info: readonly ParamInfo[]): DenseLayerPlan[] | null {
+  const plan: DenseLayerPlan[] = [];
+  for (const { op, firstParam } of ops) {
+    if (op instanceof FlattenOp) continue;
+    if (!(op instanceof DenseOp) || (op.activation !== "relu" && op.activation !== "linear")) return null;
+    const kernel = info[firstParam]!;
+    const bias = info[firstParam + 1]!;
+    plan.push({ inCols: kernel.shape[0]!, outCols: kernel.shape[1]!, kernelOffset: kernel.offset, biasOffset: bias.offset, relu: op.activation === "relu" });
+  }
+  return plan.length > 0 ? plan : null;
+}
+
 export class SequentialFlatModel implements FlatModel {
   readonly params: readonly ParamSpec[];
   readonly size: number;
@@ -68,6 +103,11 @@ export class SequentialFlatModel implements FlatModel {
   private readonly firstParamOp: number;
   private weights: tf.Tensor[] | null = null;
   private disposed = false;
+  /** the SIMD dense kernels: undefined until the first setWeights decides, null when not used */
+  private simd: DenseSimd | null | undefined = undefined;
+  /** set by setWeights; with `simd` the tfjs weight tensors are made only when asked for */
+  private hasWeights = false;
+  private readonly plan: DenseLayerPlan[] | null;
 
   constructor(
     readonly name: ModelName,
@@ -79,6 +119,7 @@ export class SequentialFlatModel implements FlatModel {
     shapes: readonly number[][],
     params: readonly ParamInfo[],
     size: number,
+    options: ModelOptions = {},
   ) {
     this.info = params;
     this.params = params.map((p) => ({ name: p.name, shape: p.shape.slice(), offset: p.offset, size: p.size }));
@@ -88,6 +129,20 @@ export class SequentialFlatModel implements FlatModel {
     this.ops = compile(layers, shapes);
     this.shapes = shapes.map((sh) => sh.slice());
     this.firstParamOp = this.ops.findIndex((o) => o.op.numParams > 0);
+    this.plan = (options.kernels ?? denseKernelsFromEnv()) === "auto" ? densePlan(this.ops, params) : null;
+  }
+
+  /** What computes this model's gradients and outputs (decided once, on the backend selected then). */
+  get kernels(): ComputeKernels {
+    return this.dense() ? "simd-dense" : "tfjs";
+  }
+
+  private dense(): DenseSimd | null {
+    if (this.simd === undefined) {
+      const backend = tf.getBackend();
+      this.simd = this.plan && (backend === "wasm" || backend === "cpu") ? DenseSimd.create(this.plan, this.size) : null;
+    }
+    return this.simd;
   }
 
   init(seed: number): Float32Array {
@@ -97,6 +152,13 @@ export class SequentialFlatModel implements FlatModel {
   setWeights(flat: Float32Array): void {
     this.checkAlive();
     if (flat.length !== this.size) throw new Error(`${this.name}.setWeights: got ${flat.length} values, the model has ${this.size}`);
+    this.hasWeights = true;
+    if (this.dense()) {
+      this.simd!.setWeights(flat);
+      this.weights?.forEach((t) => t.dispose());
+      this.weights = null;
+      return;
+    }
     const old = this.weights;
     // tensorFrom copies, so the caller may update `flat` in place; tf.keep: the weights
     // survive a caller's tf.tidy
@@ -110,10 +172,20 @@ export class SequentialFlatModel implements FlatModel {
   }
 
   gradient(x: Float32Array, y: Float32Array, batch: number, out: Float32Array): BatchResult {
-    const w = this.ready();
+    this.checkAlive();
+    if (!this.hasWeights) throw new Error(`${this.name}: call setWeights() before using the model`);
     this.checkBatch(x, y, batch);
     if (out.length !== this.size) throw new Error(`${this.name}.gradient: out has length ${out.length}, expected ${this.size}`);
     const labels = this.task === "classification" ? classLabels(y, batch, this.numOutputs) : null;
+    if (this.simd) {
+      const k = this.numOutputs;
+      const perLoss = this.task === "classification" ? batch : batch * k;
+      return this.simd.gradient(x, batch, (z, rows, dz) => {
+        const r = lossSumsInto(this.task, z, labels ?? y, rows, k, dz);
+        return { loss: r.lossSum / perLoss, correct: r.correct };
+      }, out);
+    }
+    const w = this.ready();
     const results = tf.tidy(() => {
       const xt = tf.tensor(x.subarray(0, batch * this.xSize), [batch, ...this.inputShape]);
       const yt = labels ? tf.tensor1d(labels, "int32") : tf.tensor2d(y.subarray(0, batch * this.numOutputs), [batch, this.numOutputs]);
@@ -148,11 +220,21 @@ export class SequentialFlatModel implements FlatModel {
   }
 
   evaluate(x: Float32Array, y: Float32Array, n: number): EvalResult {
-    const w = this.ready();
     this.checkBatch(x, y, n, true);
     if (n === 0) return { loss: Number.NaN, accuracy: Number.NaN };
     let lossSum = 0;
     let correct = 0;
+    if (this.simd && this.hasWeights) {
+      const k = this.numOutputs;
+      const labels = this.task === "classification" ? classLabels(y, n, k) : null;
+      this.simd.outputs(x, n, (z, s, m) => {
+        const r = lossSumsInto(this.task, z, labels ? labels.subarray(s, s + m) : y.subarray(s * k, (s + m) * k), m, k, null);
+        lossSum += r.lossSum;
+        correct += r.correct;
+      });
+      return this.task === "classification" ? { loss: lossSum / n, accuracy: correct / n } : { loss: lossSum / (n * k), accuracy: 0 };
+    }
+    const w = this.ready();
     for (let s = 0; s < n; s += EVAL_CHUNK) {
       const m = Math.min(EVAL_CHUNK, n - s);
       const xs = x.subarray(s * this.xSize, (s + m) * this.xSize);
@@ -178,8 +260,16 @@ export class SequentialFlatModel implements FlatModel {
    * for a classifier, predictions for a regressor; what the saved tf.LayersModel predicts.
    */
   predict(x: Float32Array, n: number): Float32Array {
-    const w = this.ready();
     const out = new Float32Array(n * this.numOutputs);
+    if (this.simd && this.hasWeights) {
+      const k = this.numOutputs;
+      this.simd.outputs(x, n, (z, s, m) => {
+        out.set(z, s * k);
+        if (this.task === "classification") softmaxRows(out.subarray(s * k, (s + m) * k), m, k);
+      });
+      return out;
+    }
+    const w = this.ready();
     for (let s = 0; s < n; s += EVAL_CHUNK) {
       const m = Math.min(EVAL_CHUNK, n - s);
       const p = tf.tidy(() => {
@@ -206,6 +296,8 @@ export class SequentialFlatModel implements FlatModel {
   dispose(): void {
     this.weights?.forEach((t) => t.dispose());
     this.weights = null;
+    this.simd?.dispose();
+    this.simd = null;
     this.disposed = true;
   }
 
@@ -222,13 +314,30 @@ export class SequentialFlatModel implements FlatModel {
 
   private ready(): tf.Tensor[] {
     this.checkAlive();
-    if (this.weights === null) throw new Error(`${this.name}: call setWeights() before using the model`);
-    return this.weights;
+    if (!this.hasWeights) throw new Error(`${this.name}: call setWeights() before using the model`);
+    if (this.weights === null && this.simd) {
+      // the kernels hold the weights: tfjs tensors only for what runs in tfjs (save, pipelines)
+      const flat = this.simd.weights();
+      this.weights = this.params.map((p) => tf.keep(tensorFrom(flat.subarray(p.offset, p.offset + p.size), p.shape)));
+    }
+    return this.weights!;
   }
 
   private checkBatch(x: Float32Array, y: Float32Array, n: number, allowEmpty = false): void {
     if (!Number.isInteger(n) || n < (allowEmpty ? 0 : 1)) throw new Error(`${this.name}: bad sample count ${n}`);
     if (x.length < n * this.xSize) throw new Error(`${this.name}: x holds ${x.length} values, ${n} samples need ${n * this.xSize}`);
     if (y.length < n * this.ySize) throw new Error(`${this.name}: y holds ${y.length} values, ${n} samples need ${n * this.ySize}`);
+  }
+}
+
+/** Softmax of each of `rows` rows of k values, in place (float64 sums, the first maximum subtracted). */
+function softmaxRows(z: Float32Array, rows: number, k: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * k;
+    let max = z[o]!;
+    for (let j = 1; j < k; j++) if (z[o + j]! > max) max = z[o + j]!;
+    let sum = 0;
+    for (let j = 0; j < k; j++) sum += Math.exp(z[o + j]! - max);
+    for (let j = 0; j < k; j++) z[o + j] = Math.exp(z[o + j]! - max) / sum;
   }
 }

@@ -26,7 +26,7 @@ import type { ModelName } from "../config/train-config.js";
 import type { Task } from "../data/dataset.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import type { FlatModel } from "./model-api.js";
-import { SequentialFlatModel } from "./sequential.js";
+import { SequentialFlatModel, type ModelOptions } from "./sequential.js";
 import { planLayers, type LayerSpec } from "./spec.js";
 
 const shapeText = (s: readonly number[]) => `[${s.join(", ")}]`;
@@ -81,9 +81,9 @@ export function modelLayers(name: ModelName, inputShape: readonly number[], numO
 }
 
 /** Build a zoo model. Throws PsError(MODEL_SHAPE) if the model does not fit the dataset. */
-export function createModel(name: ModelName, inputShape: number[], numOutputs: number, task: Task): SequentialFlatModel & FlatModel {
+export function createModel(name: ModelName, inputShape: number[], numOutputs: number, task: Task, options: ModelOptions = {}): SequentialFlatModel & FlatModel {
   const layers = modelLayers(name, inputShape, numOutputs, task);
   const plan = planLayers(layers, inputShape);
   if (typeof plan === "string") throw shapeError(name, inputShape, numOutputs, task, plan);
-  return new SequentialFlatModel(name, task, inputShape.slice(), numOutputs, layers, plan.shapes, plan.params, plan.size);
+  return new SequentialFlatModel(name, task, inputShape.slice(), numOutputs, layers, plan.shapes, plan.params, plan.size, options);
 }

@@ -28,6 +28,16 @@ interface Exports {
   adam(w: number, m: number, v: number, g: number, n: number, scale: number, wd: number, b1: number, ob1: number, b2: number, ob2: number, step: number, isc2: number, eps: number): void;
 }
 
+/** The dense-layer kernels (simd.wat documents each); arguments are byte offsets and counts. */
+export interface DenseKernels {
+  nzRows(x: number, rows: number, cols: number, idx: number, val: number, cnt: number): void;
+  denseFwd(idx: number, val: number, cnt: number, rows: number, inCols: number, w: number, b: number, y: number, outCols: number, relu: number): void;
+  byColumn(idx: number, val: number, cnt: number, rows: number, cols: number, colPtr: number, rIdx: number, cVal: number): void;
+  denseDw(colPtr: number, rIdx: number, cVal: number, inCols: number, dz: number, outCols: number, dw: number): void;
+  colSum(m: number, rows: number, cols: number, out: number): void;
+  denseDx(idx: number, cnt: number, rows: number, inCols: number, w: number, dz: number, outCols: number, dx: number): void;
+}
+
 const PAGE = 65536;
 /** 2 GiB: reserved address space only; memory is committed as the heap grows. */
 const MAX_PAGES = 32768;
@@ -38,7 +48,7 @@ export const SIMD_MIN_ELEMENTS = 64;
 
 interface Heap {
   memory: WebAssembly.Memory;
-  k: Exports;
+  k: Exports & DenseKernels;
   /** every buffer object the memory has had: views made before a grow keep the older one */
   buffers: WeakSet<ArrayBufferLike>;
   /** free blocks, sorted by offset: [offset, bytes] */
@@ -67,7 +77,7 @@ function theHeap(): Heap | null {
     const buffers = new WeakSet<ArrayBufferLike>();
     buffers.add(memory.buffer);
     // offset 0 stays unused, so that no array starts at 0
-    heap = { memory, k: inst.exports as unknown as Exports, buffers, free: [], used: new Map(), top: ALIGN, scratch: null };
+    heap = { memory, k: inst.exports as unknown as Exports & DenseKernels, buffers, free: [], used: new Map(), top: ALIGN, scratch: null };
   } catch {
     heap = null; // no SIMD or no shared memory in this runtime: JavaScript loops
   }
@@ -77,6 +87,14 @@ function theHeap(): Heap | null {
 /** Whether the kernels run in WebAssembly in this process. */
 export function simdEnabled(): boolean {
   return theHeap() !== null;
+}
+
+/**
+ * The dense-layer kernels, null when SIMD is off. They read and write only arrays from allocF32
+ * (check with isResident): int32 arrays are float32 blocks that JavaScript never reads.
+ */
+export function denseKernels(): DenseKernels | null {
+  return theHeap()?.k ?? null;
 }
 
 function takeBlock(h: Heap, bytes: number): number | null {

@@ -1,0 +1,190 @@
+import { strict as assert } from "node:assert";
+import { loadDataset } from "../../src/data/load.js";
+import type { Dataset } from "../../src/data/dataset.js";
+import { selectBackend } from "../../src/model/backend.js";
+import { createModel } from "../../src/model/zoo.js";
+import { isResident, allocF32, freeF32 } from "../../src/util/simd.js";
+import { Rng } from "../../src/util/rng.js";
+import { maxAbs, maxAbsDiff } from "./helpers.js";
+
+/**
+ * The SIMD dense kernels (src/model/dense-simd.ts) against the tfjs ops they replace, one model
+ * of each kind side by side on the same weights: gradients, losses, evaluation and predictions
+ * within float32 rounding. gradient.test.ts checks them against finite differences and autodiff
+ * too (the zoo's dense models use them by default on wasm and cpu).
+ */
+const RTOL = 2e-5;
+
+function pair(name: "mlp" | "logreg" | "linreg", shape: number[], k: number, task: "classification" | "regression") {
+  const simd = createModel(name, shape, k, task);
+  const ref = createModel(name, shape, k, task, { kernels: "tfjs" });
+  return { simd, ref };
+}
+
+function assertClose(a: Float32Array, b: Float32Array, what: string, params?: readonly { name: string; offset: number; size: number }[]): void {
+  for (const p of params ?? [{ name: what, offset: 0, size: a.length }]) {
+    const d = maxAbsDiff(a, b, p.offset, p.offset + p.size);
+    const ref = maxAbs(b, p.offset, p.offset + p.size);
+    assert.ok(d <= RTOL * ref + 1e-7, `${p.name}: max |simd - tfjs| = ${d}, max |tfjs| = ${ref}`);
+  }
+}
+
+describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
+  this.timeout(120_000);
+  let mnist: Dataset;
+
+  before(async () => {
+    mnist = await loadDataset("mnist", { seed: 1 });
+  });
+
+  for (const backend of ["wasm", "cpu"] as const) {
+    describe(`on ${backend}`, () => {
+      before(async () => {
+        await selectBackend(backend);
+      });
+
+      it("mlp on MNIST batches (sparse pixels): gradient, loss and correct count match, for batch sizes 1..130", () => {
+        const { simd, ref } = pair("mlp", [28, 28, 1], 10, "classification");
+        try {
+          const w = simd.init(3);
+          const rng = new Rng(4);
+          for (let i = 0; i < w.length; i++) w[i] = w[i]! + 0.01 * rng.normal();
+          simd.setWeights(w);
+          ref.setWeights(w);
+          assert.equal(simd.kernels, "simd-dense");
+          assert.equal(ref.kernels, "tfjs");
+          const g1 = new Float32Array(simd.size);
+          const g2 = new Float32Array(simd.size);
+          for (const batch of [1, 3, 64, 130]) {
+            const start = 1000 + batch;
+            const x = mnist.trainX.subarray(start * 784, (start + batch) * 784);
+            const y = mnist.trainY.subarray(start, start + batch);
+            const r1 = simd.gradient(x, y, batch, g1);
+            const r2 = ref.gradient(x, y, batch, g2);
+            assert.ok(Math.abs(r1.loss - r2.loss) <= 1e-5 * Math.abs(r2.loss), `batch ${batch}: loss ${r1.loss} vs ${r2.loss}`);
+            assert.equal(r1.correct, r2.correct);
+            assertClose(g1, g2, `batch ${batch}`, simd.params);
+          }
+        } finally {
+          simd.dispose();
+          ref.dispose();
+        }
+      });
+
+      it("writes into a gradient array that lives in the kernels' memory, and into one that does not", () => {
+        const { simd } = pair("mlp", [20], 7, "classification");
+        const out = allocF32(simd.size);
+        try {
+          assert.ok(isResident(out));
+          simd.setWeights(simd.init(5));
+          const rng = new Rng(6);
+          const x = Float32Array.from({ length: 9 * 20 }, () => (rng.next() < 0.5 ? 0 : rng.normal()));
+          const y = Float32Array.from({ length: 9 }, () => rng.int(7));
+          const plain = new Float32Array(simd.size);
+          simd.gradient(x, y, 9, out);
+          simd.gradient(x, y, 9, plain);
+          assert.deepEqual(Array.from(out), Array.from(plain));
+          assert.ok(maxAbs(plain) > 0);
+        } finally {
+          freeF32(out);
+          simd.dispose();
+        }
+      });
+
+      it("evaluate() and predict() over 1000 MNIST test samples (chunks of 256) match tfjs", () => {
+        const { simd, ref } = pair("mlp", [28, 28, 1], 10, "classification");
+        try {
+          const w = simd.init(8);
+          simd.setWeights(w);
+          ref.setWeights(w);
+          const n = 1000;
+          const x = mnist.testX.subarray(0, n * 784);
+          const y = mnist.testY.subarray(0, n);
+          const e1 = simd.evaluate(x, y, n);
+          const e2 = ref.evaluate(x, y, n);
+          assert.ok(Math.abs(e1.loss - e2.loss) <= 1e-5 * e2.loss, `loss ${e1.loss} vs ${e2.loss}`);
+          assert.equal(e1.accuracy, e2.accuracy);
+          assertClose(simd.predict(x, n), ref.predict(x, n), "predict");
+        } finally {
+          simd.dispose();
+          ref.dispose();
+        }
+      });
+
+      it("logreg and linreg (odd widths: column tails of 1..3) match tfjs", () => {
+        const rng = new Rng(9);
+        for (const [name, d, k, task] of [
+          ["logreg", 37, 5, "classification"],
+          ["linreg", 70, 3, "regression"],
+          ["logreg", 33, 35, "classification"],
+        ] as const) {
+          const { simd, ref } = pair(name, [d], k, task);
+          try {
+            const w = simd.init(2);
+            for (let i = 0; i < w.length; i++) w[i] = w[i]! + 0.05 * rng.normal();
+            simd.setWeights(w);
+            ref.setWeights(w);
+            const batch = 11;
+            const x = Float32Array.from({ length: batch * d }, () => (rng.next() < 0.3 ? 0 : rng.normal()));
+            const y = Float32Array.from({ length: batch * simd.ySize }, () => (task === "classification" ? rng.int(k) : rng.normal()));
+            const g1 = new Float32Array(simd.size);
+            const g2 = new Float32Array(simd.size);
+            const r1 = simd.gradient(x, y, batch, g1);
+            const r2 = ref.gradient(x, y, batch, g2);
+            assert.ok(Math.abs(r1.loss - r2.loss) <= 1e-5 * Math.abs(r2.loss), `${name} ${d}->${k}: loss ${r1.loss} vs ${r2.loss}`);
+            assertClose(g1, g2, `${name} ${d}->${k}`, simd.params);
+            const e1 = simd.evaluate(x, y, batch);
+            const e2 = ref.evaluate(x, y, batch);
+            assert.ok(Math.abs(e1.loss - e2.loss) <= 1e-5 * Math.abs(e2.loss));
+            assert.equal(e1.accuracy, e2.accuracy);
+          } finally {
+            simd.dispose();
+            ref.dispose();
+          }
+        }
+      });
+
+      it("setWeights copies: changing the caller's array afterwards changes nothing; save() and the tfjs paths see the weights", () => {
+        const { simd, ref } = pair("mlp", [16], 4, "classification");
+        try {
+          const w = simd.init(1);
+          simd.setWeights(w);
+          ref.setWeights(w);
+          const rng = new Rng(2);
+          const x = Float32Array.from({ length: 5 * 16 }, () => rng.next());
+          const y = Float32Array.from([0, 1, 2, 3, 0]);
+          const before = simd.evaluate(x, y, 5).loss;
+          w.fill(0);
+          assert.equal(simd.evaluate(x, y, 5).loss, before);
+          // the tfjs weight tensors are made from the kernels' copy when something asks for them
+          const tensors = simd.weightTensors();
+          assert.equal(tensors.length, simd.params.length);
+          const refTensors = ref.weightTensors();
+          tensors.forEach((t, i) => assert.deepEqual(Array.from(t.dataSync()), Array.from(refTensors[i]!.dataSync())));
+        } finally {
+          simd.dispose();
+          ref.dispose();
+        }
+      });
+    });
+  }
+
+  it("the cnn and PS_TRAIN_DENSE_KERNELS=tfjs keep tfjs", async () => {
+    await selectBackend("wasm");
+    const cnn = createModel("cnn", [12, 12, 1], 3, "classification");
+    cnn.setWeights(cnn.init(1));
+    assert.equal(cnn.kernels, "tfjs");
+    cnn.dispose();
+    const saved = process.env["PS_TRAIN_DENSE_KERNELS"];
+    process.env["PS_TRAIN_DENSE_KERNELS"] = "tfjs";
+    try {
+      const mlp = createModel("mlp", [12], 3, "classification");
+      mlp.setWeights(mlp.init(1));
+      assert.equal(mlp.kernels, "tfjs");
+      mlp.dispose();
+    } finally {
+      if (saved === undefined) delete process.env["PS_TRAIN_DENSE_KERNELS"];
+      else process.env["PS_TRAIN_DENSE_KERNELS"] = saved;
+    }
+  });
+});
