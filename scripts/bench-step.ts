@@ -15,12 +15,13 @@
  *
  * All upload the batch every step, run on the same 8 batches (`--data mnist`, the default: the
  * first MNIST training images, mostly zero pixels; `--data uniform`: uniform [0, 1) pixels, no
- * zeros), and are measured in alternating rounds so that background load hits them alike. One
+ * zeros; `--data density:D`: uniform pixels of which a fraction D, at random, are non-zero),
+ * and are measured in alternating rounds so that background load hits them alike. One
  * JSON line per (model, batch, impl) on stdout, in the shape of /work/shared/peers (bench, impl,
  * median_s, min_s, max_s, samples_per_s = batch / median).
  *
  * Run: node dist/scripts/bench-step.js [--backend wasm] [--models mlp,cnn] [--batches 128,64]
- *      [--data mnist|uniform] [--steps 120] [--warmup 10] [--rounds 6]
+ *      [--data mnist|uniform|density:D] [--steps 120] [--warmup 10] [--rounds 6]
  */
 import { cpus } from "node:os";
 import * as tf from "@tensorflow/tfjs";
@@ -69,10 +70,11 @@ async function makeData(data: string, batch: number, seed: number): Promise<Batc
     }
     return { xs, ys };
   }
-  if (data !== "uniform") throw new Error(`--data ${data}: expected mnist or uniform`);
+  const density = data === "uniform" ? 1 : data.startsWith("density:") ? Number(data.slice(8)) : NaN;
+  if (!(density >= 0 && density <= 1)) throw new Error(`--data ${data}: expected mnist, uniform or density:D with D in [0, 1]`);
   const rng = new Rng(seed);
   for (let b = 0; b < NUM_BATCHES; b++) {
-    xs.push(Float32Array.from({ length: batch * 784 }, () => rng.next()));
+    xs.push(Float32Array.from({ length: batch * 784 }, () => (rng.next() < density ? rng.next() : 0)));
     ys.push(Float32Array.from({ length: batch }, () => rng.int(10)));
   }
   return { xs, ys };

@@ -103,7 +103,7 @@ export class SequentialFlatModel implements FlatModel {
   private readonly firstParamOp: number;
   private weights: tf.Tensor[] | null = null;
   private disposed = false;
-  /** the SIMD dense kernels: undefined until the first setWeights decides, null when not used */
+  /** the SIMD dense kernels: undefined until dense() decides (at the first setWeights), null when not used */
   private simd: DenseSimd | null | undefined = undefined;
   /** set by setWeights; with `simd` the tfjs weight tensors are made only when asked for */
   private hasWeights = false;
@@ -135,6 +135,11 @@ export class SequentialFlatModel implements FlatModel {
   /** What computes this model's gradients and outputs (decided once, on the backend selected then). */
   get kernels(): ComputeKernels {
     return this.dense() ? "simd-dense" : "tfjs";
+  }
+
+  /** Training batches the SIMD dense kernels computed, and those they left to tfjs as too dense. */
+  get denseBatches(): { simd: number; tfjs: number } {
+    return { simd: this.simd?.ran ?? 0, tfjs: this.simd?.declined ?? 0 };
   }
 
   private dense(): DenseSimd | null {
@@ -180,10 +185,12 @@ export class SequentialFlatModel implements FlatModel {
     if (this.simd) {
       const k = this.numOutputs;
       const perLoss = this.task === "classification" ? batch : batch * k;
-      return this.simd.gradient(x, batch, (z, rows, dz) => {
-        const r = lossSumsInto(this.task, z, labels ?? y, rows, k, dz);
-        return { loss: r.lossSum / perLoss, correct: r.correct };
+      const r = this.simd.gradient(x, batch, (z, rows, dz) => {
+        const sums = lossSumsInto(this.task, z, labels ?? y, rows, k, dz);
+        return { loss: sums.lossSum / perLoss, correct: sums.correct };
       }, out);
+      if (r) return r;
+      // mostly non-zero inputs: tfjs's dense products are faster (dense-simd.ts)
     }
     const w = this.ready();
     const results = tf.tidy(() => {

@@ -30,7 +30,7 @@ interface Exports {
 
 /** The dense-layer kernels (simd.wat documents each); arguments are byte offsets and counts. */
 export interface DenseKernels {
-  nzRows(x: number, rows: number, cols: number, idx: number, val: number, cnt: number): void;
+  nzRows(x: number, rows: number, cols: number, idx: number, val: number, cnt: number): number;
   denseFwd(idx: number, val: number, cnt: number, rows: number, inCols: number, w: number, b: number, y: number, outCols: number, relu: number): void;
   byColumn(idx: number, val: number, cnt: number, rows: number, cols: number, colPtr: number, rIdx: number, cVal: number): void;
   denseDw(colPtr: number, rIdx: number, cVal: number, inCols: number, dz: number, outCols: number, dw: number): void;

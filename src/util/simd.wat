@@ -2,9 +2,9 @@
 ;; Compiled to src/util/simd-module.ts by `npm run build:simd`; test/util/simd.test.ts checks that
 ;; the embedded bytes are this file's.
 ;;
-;; Pointers are byte offsets into the imported memory; n counts elements. The f32x4 kernels
-;; handle n rounded down to a multiple of 4, the f64x2 ones a multiple of 2: the caller does the
-;; tail. A single IEEE operation on float32 values gives the same bits in float32 and in float64
+;; Pointers are byte offsets into the imported memory; n counts elements. The element-wise f32x4
+;; kernels handle n rounded down to a multiple of 4, the f64x2 ones a multiple of 2: the caller
+;; does the tail. (The dense-layer kernels at the end do their own tails.) A single IEEE operation on float32 values gives the same bits in float32 and in float64
 ;; rounded to float32, so `add` and `div` equal the JavaScript loops bit for bit. The optimizer
 ;; kernels chain several operations with float64 scalars: they compute in float64 (f64x2), in the
 ;; JavaScript loops' order, and round to float32 on store, so they equal those loops bit for bit.
@@ -155,9 +155,10 @@
   ;; Sums run in list order, in float32.
 
   ;; For each of `rows` rows of x [rows, cols]: its non-zero values' column indices and values
-  ;; (idx, val: [rows, cols], the first cnt[r] of row r used) and their count cnt[r].
-  (func (export "nzRows") (param $x i32) (param $rows i32) (param $cols i32) (param $idx i32) (param $val i32) (param $cnt i32)
-    (local $r i32) (local $c i32) (local $k i32) (local $v f32) (local $ip i32) (local $vp i32)
+  ;; (idx, val: [rows, cols], the first cnt[r] of row r used) and their count cnt[r]. Returns the
+  ;; number of non-zeros in all rows.
+  (func (export "nzRows") (param $x i32) (param $rows i32) (param $cols i32) (param $idx i32) (param $val i32) (param $cnt i32) (result i32)
+    (local $r i32) (local $c i32) (local $k i32) (local $v f32) (local $ip i32) (local $vp i32) (local $total i32)
     (block $rdone
       (loop $rnext
         (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
@@ -177,8 +178,10 @@
             (local.set $c (i32.add (local.get $c) (i32.const 1)))
             (br $cnext)))
         (i32.store (i32.add (local.get $cnt) (i32.shl (local.get $r) (i32.const 2))) (local.get $k))
+        (local.set $total (i32.add (local.get $total) (local.get $k)))
         (local.set $r (i32.add (local.get $r) (i32.const 1)))
-        (br $rnext))))
+        (br $rnext)))
+    (local.get $total))
 
   ;; out[0..cols) = max(init[0..cols) + sum_k val[k] * m[ix[k], 0..cols), lo) for k < n, where
   ;; m's rows are `stride` bytes apart; init 0: zeros. lo is 0 (a ReLU) or -inf (none).

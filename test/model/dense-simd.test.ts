@@ -125,7 +125,7 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
             simd.setWeights(w);
             ref.setWeights(w);
             const batch = 11;
-            const x = Float32Array.from({ length: batch * d }, () => (rng.next() < 0.3 ? 0 : rng.normal()));
+            const x = Float32Array.from({ length: batch * d }, () => (rng.next() < 0.5 ? 0 : rng.normal()));
             const y = Float32Array.from({ length: batch * simd.ySize }, () => (task === "classification" ? rng.int(k) : rng.normal()));
             const g1 = new Float32Array(simd.size);
             const g2 = new Float32Array(simd.size);
@@ -133,6 +133,7 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
             const r2 = ref.gradient(x, y, batch, g2);
             assert.ok(Math.abs(r1.loss - r2.loss) <= 1e-5 * Math.abs(r2.loss), `${name} ${d}->${k}: loss ${r1.loss} vs ${r2.loss}`);
             assertClose(g1, g2, `${name} ${d}->${k}`, simd.params);
+            assert.deepEqual(simd.denseBatches, { simd: 1, tfjs: 0 });
             const e1 = simd.evaluate(x, y, batch);
             const e2 = ref.evaluate(x, y, batch);
             assert.ok(Math.abs(e1.loss - e2.loss) <= 1e-5 * Math.abs(e2.loss));
@@ -141,6 +142,32 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
             simd.dispose();
             ref.dispose();
           }
+        }
+      });
+
+      it("a batch of mostly non-zero inputs goes to tfjs (same gradient); the next sparse one comes back", () => {
+        const { simd, ref } = pair("mlp", [30], 4, "classification");
+        try {
+          const w = simd.init(4);
+          simd.setWeights(w);
+          ref.setWeights(w);
+          const rng = new Rng(12);
+          const y = Float32Array.from({ length: 6 }, () => rng.int(4));
+          const g1 = new Float32Array(simd.size);
+          const g2 = new Float32Array(simd.size);
+          for (const [density, path] of [[0.9, "tfjs"], [0.3, "simd"], [0.95, "tfjs"]] as const) {
+            const x = Float32Array.from({ length: 6 * 30 }, (_, i) => (i % 100 < density * 100 ? rng.normal() : 0));
+            const before = simd.denseBatches;
+            simd.gradient(x, y, 6, g1);
+            ref.gradient(x, y, 6, g2);
+            assertClose(g1, g2, `density ${density}`, simd.params);
+            const after = simd.denseBatches;
+            assert.equal(after[path], before[path] + 1, `density ${density} went to ${path}`);
+          }
+          assert.deepEqual(ref.denseBatches, { simd: 0, tfjs: 0 });
+        } finally {
+          simd.dispose();
+          ref.dispose();
         }
       });
 

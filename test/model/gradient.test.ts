@@ -5,7 +5,7 @@ import { autodiffGradient } from "../../src/model/autodiff.js";
 import { selectBackend } from "../../src/model/backend.js";
 import { Rng } from "../../src/util/rng.js";
 import { createModel } from "../../src/model/zoo.js";
-import { type Case, CASES, caseLabel, maxAbs, maxAbsDiff, setup } from "./helpers.js";
+import { type Case, CASES, caseLabel, maxAbs, maxAbsDiff, setup, SPARSE_CASES } from "./helpers.js";
 import { forward64, loss64 } from "./reference64.js";
 
 /**
@@ -39,12 +39,13 @@ describe("model gradients", function () {
       await selectBackend("cpu");
     });
 
-    for (const c of CASES) {
+    for (const c of [...CASES, ...SPARSE_CASES]) {
       it(caseLabel(c), () => {
         const { model, w, x, y } = setup(c);
         try {
           const g = new Float32Array(model.size);
           const res = model.gradient(x, y, c.batch, g);
+          assert.equal(model.denseBatches.simd, c.zeros ? 1 : 0, "which kernels computed");
           const w64 = Float64Array.from(w);
           const x64 = Float64Array.from(x);
           const L = (wv: Float64Array) => loss64(c.task, forward64(model.layers, c.shape, model.params, wv, x64, c.batch), y, c.batch, c.k);
@@ -88,13 +89,14 @@ describe("model gradients", function () {
         await selectBackend(backend);
       });
 
-      const cases: Case[] = [...CASES, { name: "cnn", shape: [28, 28, 1], k: 10, task: "classification", batch: 4 }];
+      const cases: Case[] = [...CASES, ...SPARSE_CASES, { name: "cnn", shape: [28, 28, 1], k: 10, task: "classification", batch: 4 }];
       for (const c of cases) {
         it(caseLabel(c), () => {
           const { model, w, x, y } = setup(c);
           try {
             const g = new Float32Array(model.size);
             const res = model.gradient(x, y, c.batch, g);
+            assert.equal(model.denseBatches.simd, c.zeros ? 1 : 0, "which kernels computed");
             const ad = autodiffGradient(model, w, x, y, c.batch);
             assert.ok(Math.abs(res.loss - ad.loss) <= 1e-5 * Math.max(1, Math.abs(ad.loss)), `loss ${res.loss} vs ${ad.loss}`);
             assertMatchesAutodiff(model.params, g, ad.grad);
@@ -128,7 +130,7 @@ describe("model gradients", function () {
       });
 
       it("gradient() and evaluate() leak no tensors", () => {
-        for (const c of CASES) {
+        for (const c of [...CASES, ...SPARSE_CASES]) {
           const { model, x, y } = setup(c);
           const g = new Float32Array(model.size);
           model.gradient(x, y, c.batch, g);
@@ -140,8 +142,8 @@ describe("model gradients", function () {
             model.predict(x, c.batch);
           }
           assert.equal(tf.memory().numTensors, before, caseLabel(c));
-          // the SIMD dense kernels keep the weights in their own memory, not in tensors
-          const held = model.kernels === "tfjs" ? model.params.length : 0;
+          // the SIMD dense kernels keep the weights in their own memory: tensors only once tfjs computed
+          const held = model.kernels === "tfjs" || model.denseBatches.tfjs > 0 ? model.params.length : 0;
           model.dispose();
           assert.equal(tf.memory().numTensors, before - held, `${caseLabel(c)}: dispose() frees the weights`);
         }
