@@ -20,7 +20,7 @@
  * JSON line per (model, batch, impl) on stdout, in the shape of /work/shared/peers (bench, impl,
  * median_s, min_s, max_s, samples_per_s = batch / median).
  *
- * Run: node dist/scripts/bench-step.js [--backend wasm] [--models mlp,cnn] [--batches 128,64]
+ * Run: npm run bench:step -- [--backend wasm] [--models mlp,cnn] [--batches 128,64]
  *      [--data mnist|uniform|density:D] [--steps 120] [--warmup 10] [--rounds 6]
  */
 import { cpus } from "node:os";
