@@ -161,6 +161,8 @@ export interface WorkerStats {
   joinedAt?: number;
   /** model/hybrid parallelism: this worker's place in the pipelines and its busy/idle time */
   pipeline?: StageStats;
+  /** with the SIMD dense kernels on: the batches they computed, and those left to tfjs as too dense */
+  denseBatches?: { simd: number; tfjs: number };
 }
 
 export interface StageStats {

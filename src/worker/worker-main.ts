@@ -164,6 +164,7 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
       stoppedEarly,
       shardSize: batcher.shardSize,
       ...(cfgMsg.replacement === true ? { joinedAt: firstStep } : {}),
+      ...(model.kernels === "simd-dense" ? { denseBatches: model.denseBatches } : {}),
       ...(cfg.comm === "allreduce" ? { weightsSha256: createHash("sha256").update(f32Frame(weights)).digest("hex") } : {}),
     },
   };

@@ -25,9 +25,31 @@ describe("ps-train command line", function () {
     for (const k of ["mode", "workers", "servers", "backend", "epochs", "steps", "testAccuracy", "testLoss", "wallSeconds", "trainSeconds", "samplesPerSecond", "bytesSent", "bytesReceived", "staleness", "targetAccuracy", "timeToTargetSeconds"])
       assert.ok(k in s, `summary.json has ${k}`);
     assert.equal(s["backend"], "cpu");
+    // the synthetic task's features are all non-zero: the dense kernels leave every batch to tfjs
+    assert.equal(s["kernels"], "simd-dense");
+    for (const w of s["workerStats"] as { steps: number; denseBatches: { simd: number; tfjs: number } }[]) {
+      assert.deepEqual(w.denseBatches, { simd: 0, tfjs: w.steps });
+    }
     const c = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as Record<string, unknown>;
     assert.equal(c["mode"], "async");
+    assert.equal(c["kernels"], "simd-dense");
     assert.ok(c["cluster"], "config.json records the cluster map");
+  });
+
+  it("trains the MNIST mlp in the SIMD dense kernels, and through tfjs with PS_TRAIN_DENSE_KERNELS=tfjs", () => {
+    for (const kernels of ["simd-dense", "tfjs"] as const) {
+      const out = join(tempDir(), `run-${kernels}`);
+      const args = ["--mode", "sync", "--workers", "2", "--model", "mlp", "--train-limit", "1280", "--test-limit", "500", "--epochs", "1", "--out", out, "--log-level", "warn"];
+      const r = cli(args, kernels === "tfjs" ? { PS_TRAIN_DENSE_KERNELS: "tfjs" } : {});
+      assert.equal(r.code, 0, r.stderr);
+      const s = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as Record<string, unknown>;
+      assert.equal(s["kernels"], kernels);
+      assert.ok((s["testAccuracy"] as number) > 0.6, `test accuracy ${String(s["testAccuracy"])} after 10 steps`);
+      for (const w of s["workerStats"] as { steps: number; denseBatches?: { simd: number; tfjs: number } }[]) {
+        if (kernels === "tfjs") assert.equal(w.denseBatches, undefined);
+        else assert.deepEqual(w.denseBatches, { simd: w.steps, tfjs: 0 }, "MNIST pixels are mostly 0");
+      }
+    }
   });
 
   const dir = tempDir();
