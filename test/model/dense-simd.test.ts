@@ -15,10 +15,31 @@ import { maxAbs, maxAbsDiff } from "./helpers.js";
  */
 const RTOL = 2e-5;
 
-function pair(name: "mlp" | "logreg" | "linreg", shape: number[], k: number, task: "classification" | "regression") {
-  const simd = createModel(name, shape, k, task);
-  const ref = createModel(name, shape, k, task, { kernels: "tfjs" });
-  return { simd, ref };
+type Model = ReturnType<typeof createModel>;
+
+/**
+ * The same model twice, one with the SIMD dense kernels and one through tfjs, both given the
+ * weights `init(seed)` plus `jitter` times normal noise; both disposed after `fn`.
+ */
+function withPair(
+  spec: { name: "mlp" | "logreg" | "linreg"; shape: number[]; k: number; task?: "classification" | "regression" },
+  init: { seed: number; jitter?: number },
+  fn: (simd: Model, ref: Model, w: Float32Array) => void,
+): void {
+  const task = spec.task ?? "classification";
+  const simd = createModel(spec.name, spec.shape, spec.k, task);
+  const ref = createModel(spec.name, spec.shape, spec.k, task, { kernels: "tfjs" });
+  try {
+    const w = simd.init(init.seed);
+    const rng = new Rng(init.seed + 1);
+    for (let i = 0; i < w.length && init.jitter; i++) w[i] = w[i]! + init.jitter * rng.normal();
+    simd.setWeights(w);
+    ref.setWeights(w);
+    fn(simd, ref, w);
+  } finally {
+    simd.dispose();
+    ref.dispose();
+  }
 }
 
 function assertClose(a: Float32Array, b: Float32Array, what: string, params?: readonly { name: string; offset: number; size: number }[]): void {
@@ -44,13 +65,7 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
       });
 
       it("mlp on MNIST batches (sparse pixels): gradient, loss and correct count match, for batch sizes 1..130", () => {
-        const { simd, ref } = pair("mlp", [28, 28, 1], 10, "classification");
-        try {
-          const w = simd.init(3);
-          const rng = new Rng(4);
-          for (let i = 0; i < w.length; i++) w[i] = w[i]! + 0.01 * rng.normal();
-          simd.setWeights(w);
-          ref.setWeights(w);
+        withPair({ name: "mlp", shape: [28, 28, 1], k: 10 }, { seed: 3, jitter: 0.01 }, (simd, ref) => {
           assert.equal(simd.kernels, "simd-dense");
           assert.equal(ref.kernels, "tfjs");
           const g1 = new Float32Array(simd.size);
@@ -65,18 +80,13 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
             assert.equal(r1.correct, r2.correct);
             assertClose(g1, g2, `batch ${batch}`, simd.params);
           }
-        } finally {
-          simd.dispose();
-          ref.dispose();
-        }
+        });
       });
 
       it("writes into a gradient array that lives in the kernels' memory, and into one that does not", () => {
-        const { simd } = pair("mlp", [20], 7, "classification");
-        const out = allocF32(simd.size);
-        try {
+        withPair({ name: "mlp", shape: [20], k: 7 }, { seed: 5 }, (simd) => {
+          const out = allocF32(simd.size);
           assert.ok(isResident(out));
-          simd.setWeights(simd.init(5));
           const rng = new Rng(6);
           const x = Float32Array.from({ length: 9 * 20 }, () => (rng.next() < 0.5 ? 0 : rng.normal()));
           const y = Float32Array.from({ length: 9 }, () => rng.int(7));
@@ -85,18 +95,12 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
           simd.gradient(x, y, 9, plain);
           assert.deepEqual(Array.from(out), Array.from(plain));
           assert.ok(maxAbs(plain) > 0);
-        } finally {
           freeF32(out);
-          simd.dispose();
-        }
+        });
       });
 
       it("evaluate() and predict() over 1000 MNIST test samples (chunks of 256) match tfjs", () => {
-        const { simd, ref } = pair("mlp", [28, 28, 1], 10, "classification");
-        try {
-          const w = simd.init(8);
-          simd.setWeights(w);
-          ref.setWeights(w);
+        withPair({ name: "mlp", shape: [28, 28, 1], k: 10 }, { seed: 8 }, (simd, ref) => {
           const n = 1000;
           const x = mnist.testX.subarray(0, n * 784);
           const y = mnist.testY.subarray(0, n);
@@ -105,10 +109,7 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
           assert.ok(Math.abs(e1.loss - e2.loss) <= 1e-5 * e2.loss, `loss ${e1.loss} vs ${e2.loss}`);
           assert.equal(e1.accuracy, e2.accuracy);
           assertClose(simd.predict(x, n), ref.predict(x, n), "predict");
-        } finally {
-          simd.dispose();
-          ref.dispose();
-        }
+        });
       });
 
       it("logreg and linreg (odd widths: column tails of 1..3) match tfjs", () => {
@@ -118,12 +119,7 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
           ["linreg", 70, 3, "regression"],
           ["logreg", 33, 35, "classification"],
         ] as const) {
-          const { simd, ref } = pair(name, [d], k, task);
-          try {
-            const w = simd.init(2);
-            for (let i = 0; i < w.length; i++) w[i] = w[i]! + 0.05 * rng.normal();
-            simd.setWeights(w);
-            ref.setWeights(w);
+          withPair({ name, shape: [d], k, task }, { seed: 2, jitter: 0.05 }, (simd, ref) => {
             const batch = 11;
             const x = Float32Array.from({ length: batch * d }, () => (rng.next() < 0.5 ? 0 : rng.normal()));
             const y = Float32Array.from({ length: batch * simd.ySize }, () => (task === "classification" ? rng.int(k) : rng.normal()));
@@ -138,19 +134,12 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
             const e2 = ref.evaluate(x, y, batch);
             assert.ok(Math.abs(e1.loss - e2.loss) <= 1e-5 * Math.abs(e2.loss));
             assert.equal(e1.accuracy, e2.accuracy);
-          } finally {
-            simd.dispose();
-            ref.dispose();
-          }
+          });
         }
       });
 
       it("a batch of mostly non-zero inputs goes to tfjs (same gradient); the next sparse one comes back", () => {
-        const { simd, ref } = pair("mlp", [30], 4, "classification");
-        try {
-          const w = simd.init(4);
-          simd.setWeights(w);
-          ref.setWeights(w);
+        withPair({ name: "mlp", shape: [30], k: 4 }, { seed: 4 }, (simd, ref) => {
           const rng = new Rng(12);
           const y = Float32Array.from({ length: 6 }, () => rng.int(4));
           const g1 = new Float32Array(simd.size);
@@ -165,18 +154,11 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
             assert.equal(after[path], before[path] + 1, `density ${density} went to ${path}`);
           }
           assert.deepEqual(ref.denseBatches, { simd: 0, tfjs: 0 });
-        } finally {
-          simd.dispose();
-          ref.dispose();
-        }
+        });
       });
 
       it("setWeights copies: changing the caller's array afterwards changes nothing; save() and the tfjs paths see the weights", () => {
-        const { simd, ref } = pair("mlp", [16], 4, "classification");
-        try {
-          const w = simd.init(1);
-          simd.setWeights(w);
-          ref.setWeights(w);
+        withPair({ name: "mlp", shape: [16], k: 4 }, { seed: 1 }, (simd, ref, w) => {
           const rng = new Rng(2);
           const x = Float32Array.from({ length: 5 * 16 }, () => rng.next());
           const y = Float32Array.from([0, 1, 2, 3, 0]);
@@ -188,10 +170,7 @@ describe("model/dense-simd: SIMD dense kernels against tfjs", function () {
           assert.equal(tensors.length, simd.params.length);
           const refTensors = ref.weightTensors();
           tensors.forEach((t, i) => assert.deepEqual(Array.from(t.dataSync()), Array.from(refTensors[i]!.dataSync())));
-        } finally {
-          simd.dispose();
-          ref.dispose();
-        }
+        });
       });
     });
   }
