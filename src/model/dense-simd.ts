@@ -152,6 +152,7 @@ export class DenseSimd {
    * `each(out, start, rows)`, where out is a view that the next chunk overwrites.
    */
   outputs(x: Float32Array, n: number, each: (out: Float32Array, start: number, rows: number) => void): void {
+    if (this.disposed) throw new Error("dense kernels: disposed");
     const inCols = this.layers[0]!.inCols;
     for (let s = 0; s < n; s += this.rows) {
       const m = Math.min(this.rows, n - s);
