@@ -71,7 +71,7 @@ function countCorrect(z: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
 /**
  * The same losses on plain arrays (for the dense SIMD kernels, dense-simd.ts), in float64:
  * summed loss and correct count over `rows` outputs z [rows, k]; when dz is given, the gradient
- * of the mean loss (divided by `batch`) is written into it [rows, k].
+ * of the mean loss over those rows is written into it [rows, k].
  * Classification takes class indices, regression targets [rows, k]. argmax: the first maximum.
  */
 export function lossSumsInto(
@@ -81,7 +81,6 @@ export function lossSumsInto(
   rows: number,
   k: number,
   dz: Float32Array | null,
-  batch = rows,
 ): { lossSum: number; correct: number } {
   let lossSum = 0;
   let correct = 0;
@@ -103,12 +102,12 @@ export function lossSumsInto(
       lossSum -= z[o + label]! - max - logSum;
       if (arg === label) correct++;
       if (dz) {
-        for (let j = 0; j < k; j++) dz[o + j] = (Math.exp(z[o + j]! - max - logSum) - (j === label ? 1 : 0)) / batch;
+        for (let j = 0; j < k; j++) dz[o + j] = (Math.exp(z[o + j]! - max - logSum) - (j === label ? 1 : 0)) / rows;
       }
     }
     return { lossSum, correct };
   }
-  const scale = 2 / (batch * k);
+  const scale = 2 / (rows * k);
   for (let i = 0; i < rows * k; i++) {
     const d = z[i]! - y[i]!;
     lossSum += d * d;
