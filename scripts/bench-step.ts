@@ -58,7 +58,7 @@ interface Batches {
   ys: Float32Array[];
 }
 
-/** NUM_BATCHES batches of 28x28 images: MNIST's first training images, or uniform pixels. */
+/** NUM_BATCHES batches of 28x28 images: MNIST's first training images, or uniform pixels (all or a fraction D non-zero). */
 async function makeData(data: string, batch: number, seed: number): Promise<Batches> {
   const xs: Float32Array[] = [];
   const ys: Float32Array[] = [];
