@@ -58,12 +58,15 @@ interface Batches {
   ys: Float32Array[];
 }
 
+let mnist: ReturnType<typeof loadDataset> | null = null;
+
 /** NUM_BATCHES batches of 28x28 images: MNIST's first training images, or uniform pixels (all or a fraction D non-zero). */
 async function makeData(data: string, batch: number, seed: number): Promise<Batches> {
   const xs: Float32Array[] = [];
   const ys: Float32Array[] = [];
   if (data === "mnist") {
-    const ds = await loadDataset("mnist", { seed });
+    // loaded once for every (model, batch)
+    const ds = await (mnist ??= loadDataset("mnist", { seed }));
     for (let b = 0; b < NUM_BATCHES; b++) {
       xs.push(ds.trainX.slice(b * batch * 784, (b + 1) * batch * 784));
       ys.push(ds.trainY.slice(b * batch, (b + 1) * batch));
@@ -139,8 +142,8 @@ async function main(): Promise<void> {
   emit({ bench: "meta", script: "bench-step", cpus: cpus().length, node: process.version, tfjs: tf.version.tfjs, backend: sel.backend, backend_detail: sel.detail, data, time: new Date().toISOString() });
   for (const name of models) {
     for (const batch of batches) {
-      const batches = await makeData(data, batch, 7);
-      const impls = [manualImpl(name, batch, "auto", batches), manualImpl(name, batch, "tfjs", batches), autodiffImpl(name, batch, batches)].filter(
+      const samples = await makeData(data, batch, 7);
+      const impls = [manualImpl(name, batch, "auto", samples), manualImpl(name, batch, "tfjs", samples), autodiffImpl(name, batch, samples)].filter(
         (im): im is Impl => im !== null,
       );
       const times = impls.map(() => [] as number[]);

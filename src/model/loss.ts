@@ -87,17 +87,7 @@ export function lossSumsInto(
   if (task === "classification") {
     for (let r = 0; r < rows; r++) {
       const o = r * k;
-      let max = z[o]!;
-      let arg = 0;
-      for (let j = 1; j < k; j++) {
-        if (z[o + j]! > max) {
-          max = z[o + j]!;
-          arg = j;
-        }
-      }
-      let sum = 0;
-      for (let j = 0; j < k; j++) sum += Math.exp(z[o + j]! - max);
-      const logSum = Math.log(sum);
+      const { max, arg, logSum } = rowLogSumExp(z, o, k);
       const label = y[r]!;
       lossSum -= z[o + label]! - max - logSum;
       if (arg === label) correct++;
@@ -114,4 +104,28 @@ export function lossSumsInto(
     if (dz) dz[i] = d * scale;
   }
   return { lossSum, correct };
+}
+
+/** Softmax of each of `rows` rows of k values, in place. */
+export function softmaxInto(z: Float32Array, rows: number, k: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * k;
+    const { max, logSum } = rowLogSumExp(z, o, k);
+    for (let j = 0; j < k; j++) z[o + j] = Math.exp(z[o + j]! - max - logSum);
+  }
+}
+
+/** Of the row z[o .. o+k): its first maximum and where, and log sum exp(z - max), in float64. */
+function rowLogSumExp(z: Float32Array, o: number, k: number): { max: number; arg: number; logSum: number } {
+  let max = z[o]!;
+  let arg = 0;
+  for (let j = 1; j < k; j++) {
+    if (z[o + j]! > max) {
+      max = z[o + j]!;
+      arg = j;
+    }
+  }
+  let sum = 0;
+  for (let j = 0; j < k; j++) sum += Math.exp(z[o + j]! - max);
+  return { max, arg, logSum: Math.log(sum) };
 }

@@ -9,7 +9,7 @@ import { ConvReluPoolOp } from "./conv.js";
 import { DenseOp, FlattenOp } from "./dense.js";
 import { DenseSimd, type DenseLayerPlan } from "./dense-simd.js";
 import { glorotInit } from "./init.js";
-import { classLabels, lossAndGrad, lossSums, lossSumsInto } from "./loss.js";
+import { classLabels, lossAndGrad, lossSums, lossSumsInto, softmaxInto } from "./loss.js";
 import type { BatchResult, EvalResult, FlatModel, ParamSpec } from "./model-api.js";
 import type { Op, Trace } from "./op.js";
 import { buildLayersModel, fileSaveHandler } from "./save.js";
@@ -165,10 +165,16 @@ export class SequentialFlatModel implements FlatModel {
       return;
     }
     const old = this.weights;
-    // tensorFrom copies, so the caller may update `flat` in place; tf.keep: the weights
-    // survive a caller's tf.tidy
-    this.weights = this.params.map((p) => tf.keep(tensorFrom(flat.subarray(p.offset, p.offset + p.size), p.shape)));
+    this.weights = this.upload(flat);
     old?.forEach((t) => t.dispose());
+  }
+
+  /**
+   * tfjs tensors of the flat weights, one per parameter: tensorFrom copies, so the caller may
+   * update `flat` in place; tf.keep: they survive a caller's tf.tidy.
+   */
+  private upload(flat: Float32Array): tf.Tensor[] {
+    return this.params.map((p) => tf.keep(tensorFrom(flat.subarray(p.offset, p.offset + p.size), p.shape)));
   }
 
   /** The current weight tensors (owned by the model; do not dispose). */
@@ -272,7 +278,7 @@ export class SequentialFlatModel implements FlatModel {
       const k = this.numOutputs;
       this.simd.outputs(x, n, (z, s, m) => {
         out.set(z, s * k);
-        if (this.task === "classification") softmaxRows(out.subarray(s * k, (s + m) * k), m, k);
+        if (this.task === "classification") softmaxInto(out.subarray(s * k, (s + m) * k), m, k);
       });
       return out;
     }
@@ -324,8 +330,7 @@ export class SequentialFlatModel implements FlatModel {
     if (!this.hasWeights) throw new Error(`${this.name}: call setWeights() before using the model`);
     if (this.weights === null && this.simd) {
       // the kernels hold the weights: tfjs tensors only for what runs in tfjs (save, pipelines)
-      const flat = this.simd.weights();
-      this.weights = this.params.map((p) => tf.keep(tensorFrom(flat.subarray(p.offset, p.offset + p.size), p.shape)));
+      this.weights = this.upload(this.simd.weights());
     }
     return this.weights!;
   }
@@ -334,17 +339,5 @@ export class SequentialFlatModel implements FlatModel {
     if (!Number.isInteger(n) || n < (allowEmpty ? 0 : 1)) throw new Error(`${this.name}: bad sample count ${n}`);
     if (x.length < n * this.xSize) throw new Error(`${this.name}: x holds ${x.length} values, ${n} samples need ${n * this.xSize}`);
     if (y.length < n * this.ySize) throw new Error(`${this.name}: y holds ${y.length} values, ${n} samples need ${n * this.ySize}`);
-  }
-}
-
-/** Softmax of each of `rows` rows of k values, in place (float64 sums, the first maximum subtracted). */
-function softmaxRows(z: Float32Array, rows: number, k: number): void {
-  for (let r = 0; r < rows; r++) {
-    const o = r * k;
-    let max = z[o]!;
-    for (let j = 1; j < k; j++) if (z[o + j]! > max) max = z[o + j]!;
-    let sum = 0;
-    for (let j = 0; j < k; j++) sum += Math.exp(z[o + j]! - max);
-    for (let j = 0; j < k; j++) z[o + j] = Math.exp(z[o + j]! - max) / sum;
   }
 }
