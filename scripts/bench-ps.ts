@@ -1,5 +1,5 @@
 /**
- * npm run bench:ps [-- --sizes 1MiB,16MiB --workers 1,4 --shards 1,2 --transports tcp,ipc
+ * npm run bench:ps [-- --sizes 1MiB,16MiB --workers 1,4 --shards 1,2 --transports tcp,ipc,shm
  *                     --malloc tuned|default|both --seconds 0.6 | --iters 20 --warmup auto|3
  *                     --max-foreign 0.15 --quick --verbose]
  *
@@ -55,6 +55,7 @@ import { serveShard } from "../src/ps/server-main.js";
 import { ServerShard } from "../src/ps/server-shard.js";
 import { CURVE_KEYS_ENV, generateCurveKeys, loadCurveKeys } from "../src/transport/curve-keys.js";
 import { bindAddress } from "../src/transport/endpoint.js";
+import { ShmFiles, shmDir } from "../src/transport/shm.js";
 import { bindSocket, enableCurveFromEnv, newBoundRouter } from "../src/transport/sockets.js";
 import { ParameterClient, type ShardEndpoint } from "../src/worker/ps-client.js";
 import { ChildProcesses, type DriverChannel, driverChannel, killAllChildren, killChildrenOnExit, machineCpu, parseSize, positiveInts, quantiles, setChildIpcTag, waitQuiet } from "./bench-util.js";
@@ -154,6 +155,7 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
       mode: createMode("sync", 0),
       optimizer,
       init: new Float32Array(m.range.end - m.range.start),
+      ...(transport === "shm" ? { shm: new ShmFiles(shmDir(tag)) } : {}),
     });
     // Time spent inside the state machine (finite check, accumulate, SGD, reply copy), and this
     // process's CPU time and page faults, from the end of the warm-up rounds on.
@@ -197,14 +199,14 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
   }
 }
 
-async function workerRole(rank: number): Promise<void> {
+async function workerRole(rank: number, transport: TransportName, tag: string): Promise<void> {
   for (;;) {
     const map = await next("map", "exit");
     if (map.type === "exit") return;
     const size = map.size;
     const weights = new Float32Array(size);
     const gradient = new Float32Array(size).fill(GRAD);
-    const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, REQUEST_TIMEOUT_MS);
+    const ps = new ParameterClient(RUN_ID, rank, map.servers, weights, REQUEST_TIMEOUT_MS, transport === "shm" ? new ShmFiles(shmDir(tag)) : null);
     await ps.pull(0);
     send({ type: "ready" });
     let clock = 0;
@@ -261,7 +263,7 @@ async function child(): Promise<void> {
     // --curve on: the driver hands the key folder down as PS_TRAIN_CURVE_KEYS, as ps-train does.
     await enableCurveFromEnv(values.role === "server" ? "server" : "worker");
     if (values.role === "server") await serverRole(Number(values.rank), Number(values.workers), values.transport as TransportName, values.tag ?? "bench");
-    else if (values.role === "worker") await workerRole(Number(values.rank));
+    else if (values.role === "worker") await workerRole(Number(values.rank), values.transport as TransportName, values.tag ?? "bench");
     else throw new Error(`unknown --role ${values.role}`);
     process.exit(0);
   } catch (err) {
@@ -305,7 +307,7 @@ class Group extends ChildProcesses<ToChild, FromChild> {
     // progress reports only show that a child is alive (lastHeard): not queued
     super(SELF, "the bench", env, STALL_MS, (_, m) => m.type === "progress");
     this.tag = `bench-${process.pid}-${randomBytes(3).toString("hex")}`;
-    if (spec.transport === "ipc") setChildIpcTag(this.tag);
+    if (spec.transport !== "tcp") setChildIpcTag(this.tag);
     const common = ["--workers", String(spec.workers), "--transport", spec.transport, "--tag", this.tag];
     this.servers = Array.from({ length: spec.shards }, (_, k) => this.start(`server shard ${k}`, ["--role", "server", "--rank", String(k), ...common]));
     this.workers = Array.from({ length: spec.workers }, (_, r) => this.start(`worker ${r}`, ["--role", "worker", "--rank", String(r), ...common]));
@@ -456,7 +458,7 @@ function itersFor(warmLatencies: number[], cell: Cell, workers: number): number 
 }
 
 const USAGE = `usage: npm run bench:ps -- [--sizes 1MiB,4MiB,16MiB,64MiB] [--workers 1,2,4,8] [--shards 1,2,4]
-                          [--transports tcp,ipc] [--malloc tuned|default|both]
+                          [--transports tcp,ipc,shm] [--malloc tuned|default|both]
                           [--seconds 0.6 | --iters N] [--warmup auto|N] [--max-foreign 0.15]
                           [--curve off|on|both] [--curve-keys DIR] [--quick] [--verbose]
 `;
@@ -488,7 +490,7 @@ async function driver(): Promise<void> {
   const workers = positiveInts(values.quick ? "1,2" : values.workers, "workers");
   const shards = positiveInts(values.quick ? "1,2" : values.shards, "shards");
   const transports = values.transports.split(",").map((t) => t.trim());
-  for (const t of transports) if (t !== "tcp" && t !== "ipc") throw new Error(`--transports: unknown transport ${t} (tcp, ipc)`);
+  for (const t of transports) if (t !== "tcp" && t !== "ipc" && t !== "shm") throw new Error(`--transports: unknown transport ${t} (tcp, ipc, shm)`);
   const m = values.malloc;
   if (m !== "tuned" && m !== "default" && m !== "both") throw new Error(`--malloc: ${m} is not tuned, default or both`);
   const mallocs: Malloc[] = m === "both" ? ["tuned", "default"] : [m];

@@ -43,7 +43,7 @@ const { values: opt } = parseArgs({
     "warmup-steps": { type: "string", default: String(DEFAULTS.warmupSteps) },
     momentum: { type: "string", default: String(DEFAULTS.momentum) },
     staleness: { type: "string", default: "3" },
-    transport: { type: "string", default: "ipc" },
+    transport: { type: "string", default: DEFAULTS.transport },
     "eval-every": { type: "string", default: "0" },
     "no-plain": { type: "boolean", default: false },
     "train-limit": { type: "string", default: "0" },

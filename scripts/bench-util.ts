@@ -2,6 +2,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { removeIpcDir } from "../src/transport/endpoint.js";
+import { removeShmDir } from "../src/transport/shm.js";
 
 /** The value after `--name` on the command line, or `def` when the flag is absent. */
 export function argValue(name: string, def: string): string {
@@ -113,10 +114,10 @@ export type DriverChannel<ToChild extends { type: string }, FromChild> = ReturnT
 /** Every child process a benchmark driver has started and not seen exit (killAllChildren kills them). */
 export const liveChildren = new Set<ChildProcess>();
 
-/** the run tag of the live children's ipc socket folder (null: they use none); killAllChildren removes it */
+/** the run tag of the live children's ipc socket folder and shared-memory files (null: they use none); killAllChildren removes them */
 let childIpcTag: string | null = null;
 
-/** The children started from now on bind ipc sockets under `tag`'s folder: killAllChildren removes it. */
+/** The children started from now on bind ipc sockets (and keep --transport shm files) under `tag`'s folders: killAllChildren removes them. */
 export function setChildIpcTag(tag: string): void {
   childIpcTag = tag;
 }
@@ -124,7 +125,10 @@ export function setChildIpcTag(tag: string): void {
 /** SIGKILL every live child (on exit, SIGINT, SIGTERM, SIGHUP, or after a failure) and remove their ipc socket folder. */
 export function killAllChildren(): void {
   for (const p of liveChildren) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
-  if (childIpcTag !== null) removeIpcDir(childIpcTag);
+  if (childIpcTag !== null) {
+    removeIpcDir(childIpcTag);
+    removeShmDir(childIpcTag);
+  }
   childIpcTag = null;
 }
 

@@ -12,6 +12,7 @@ import { createModel } from "../model/zoo.js";
 import { partitionKeys } from "../ps/key-range.js";
 import type { ShardStats, StallReport } from "../ps/server-shard.js";
 import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
+import { removeShmDir, shmShortfall } from "../transport/shm.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import type { PeerClient, Reply } from "../transport/peer-client.js";
@@ -181,9 +182,15 @@ export interface RunOptions {
 /** Run a whole training job on this machine: coordinator here, shards and workers as child processes. */
 export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: RunOptions = {}): Promise<Summary> {
   const wall0 = performance.now();
-  const { config: cfg, dataset, model } = prep;
+  const { dataset, model } = prep;
   const log = hooks.log ?? (() => undefined);
   const warn = hooks.warn ?? log;
+  let cfg = prep.config;
+  const shortfall = cfg.transport === "shm" ? shmShortfall(model.size, cfg.workers) : null;
+  if (shortfall !== null) {
+    warn(`--transport shm: ${shortfall}; this run uses ipc (see docs/configuration.md)`);
+    cfg = { ...cfg, transport: "ipc" };
+  }
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
@@ -256,7 +263,8 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
     for (const c of memberClients) c.close();
     await launcher.killAll();
     coordinator.close();
-    if (cfg.transport === "ipc") removeIpcDir(runTag);
+    if (cfg.transport !== "tcp") removeIpcDir(runTag);
+    if (cfg.transport === "shm") removeShmDir(runTag);
     await runDir.close();
   };
 

@@ -14,7 +14,7 @@ export type LrScheduleName = (typeof LR_SCHEDULES)[number];
 export const BACKENDS = ["auto", "node-gpu", "node", "wasm", "cpu"] as const;
 export type BackendName = (typeof BACKENDS)[number];
 
-export const TRANSPORTS = ["ipc", "tcp"] as const;
+export const TRANSPORTS = ["ipc", "tcp", "shm"] as const;
 export type TransportName = (typeof TRANSPORTS)[number];
 
 /** How workers exchange gradients: through the parameter-server shards, or allreduce among themselves. */
@@ -176,7 +176,7 @@ export const DEFAULTS: TrainConfig = {
   maxSteps: 0,
   batchSize: 64,
   backend: "auto",
-  transport: "ipc",
+  transport: "shm",
   slow: {},
   out: "",
   targetAccuracy: null,

@@ -35,6 +35,6 @@ export async function measureBandwidth(transport: TransportName, bytes = 1 << 20
   } finally {
     push.close();
     pull.close();
-    if (transport === "ipc") removeIpcDir(tag);
+    if (transport !== "tcp") removeIpcDir(tag);
   }
 }

@@ -8,6 +8,7 @@ import { messages } from "../transport/receive.js";
 import { bindSocket, newBoundRouter } from "../transport/sockets.js";
 import { f32View } from "../transport/frames.js";
 import { processCollector } from "../transport/young-gc.js";
+import { ShmFiles, shmDir } from "../transport/shm.js";
 import { encodeHeader, MsgType } from "../transport/header.js";
 import { checkpointDir, latestCheckpoint, writeCheckpoint } from "./checkpoint.js";
 import type { KeyRange } from "./key-range.js";
@@ -36,6 +37,7 @@ export async function runServer(control: ControlClient, cfgMsg: ConfigMsg, initF
     init: f32View(initFrame),
     gradClip: cfg.gradClip,
     checkpointEvery: cfg.checkpointEvery,
+    ...(cfg.transport === "shm" ? { shm: new ShmFiles(shmDir(cfgMsg.runTag)) } : {}),
   });
   const ckptDir = checkpointDir(checkpointRoot, shardIndex);
   const restore = cfgMsg.restore;

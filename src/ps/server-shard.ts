@@ -3,6 +3,7 @@ import { type HistogramJson, IntHistogram } from "../metrics/histogram.js";
 import type { ConsistencyMode, ShardClocks } from "../modes/mode.js";
 import { allFinite, f32Copy, f32View } from "../transport/frames.js";
 import { decodeHeader, DType, Flag, type Header, makeHeader, MsgType, typeName, WireError } from "../transport/header.js";
+import { decodeShmRef, encodeShmRef, gradientFile, type ShmFiles, weightsFile } from "../transport/shm.js";
 import type { KeyRange } from "./key-range.js";
 import { addInto } from "../util/f32-kernels.js";
 import { allocF32, freeF32, simdEnabled } from "../util/simd.js";
@@ -29,6 +30,8 @@ export interface ServerShardOptions {
   gradClip?: number;
   /** a checkpoint is due every this many server updates (sync: aggregates; else gradients); 0 or absent: never */
   checkpointEvery?: number;
+  /** --transport shm: the run's shared-memory files; workers may then push and read through them */
+  shm?: ShmFiles;
 }
 
 /** What a checkpoint holds of a shard (see checkpoint.ts for the file). */
@@ -122,7 +125,11 @@ export class ServerShard implements ShardClocks {
   private holdFrom: number | null = null;
   private pendingSnapshots: { to: Buffer; seq: number; clock: number }[] = [];
   private stopping = false;
-  private readonly replies = new ReplyBuffers();
+  private readonly replies: ReplyBuffers<Buffer>;
+  /** --transport shm: weights slots in shared-memory files, for the ranks that read that way */
+  private readonly shmReplies: ReplyBuffers<number> | null;
+  /** ranks whose last request asked for the answer through shared memory */
+  private readonly shmReader: boolean[];
   private readonly scratch: Float32Array;
   readonly staleness = new IntHistogram();
   readonly readGap = new IntHistogram();
@@ -156,6 +163,14 @@ export class ServerShard implements ShardClocks {
     this.early = new Array<Float32Array | null>(opts.workers).fill(null);
     this.nextRound = new Array<Float32Array | null>(opts.workers).fill(null);
     this.scratch = allocF32(n);
+    this.replies = new ReplyBuffers<Buffer>(
+      () => Buffer.allocUnsafeSlow(n * 4),
+      (buf, w) => buf.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength)),
+    );
+    const shm = opts.shm;
+    let slots = 0;
+    this.shmReplies = shm ? new ReplyBuffers(() => slots++, (slot, w) => shm.write(weightsFile(opts.shard, slot), w)) : null;
+    this.shmReader = new Array<boolean>(opts.workers).fill(false);
   }
 
   /** Give the arrays' memory back (the shard is not used again). */
@@ -303,28 +318,28 @@ export class ServerShard implements ShardClocks {
   private dispatch(from: Buffer, h: Header, payload: Buffer[], now: number): Outgoing[] {
     switch (h.type) {
       case MsgType.PUSH_PULL: {
-        this.checkWorker(h);
+        this.checkWorker(h, this.shmFlag());
         this.checkLive(h);
         const staleness = this.push(h, payload);
         // A worker sends its next request only after it has received our last reply in full.
-        this.replies.release(h.rank);
+        this.releaseReply(h.rank, h);
         return this.read(from, h.rank, this.clocks[h.rank]!, h.seq, now, staleness);
       }
       case MsgType.PUSH: {
-        this.checkWorker(h);
+        this.checkWorker(h, this.shmFlag());
         this.checkLive(h);
         this.push(h, payload);
-        this.replies.release(h.rank);
+        this.releaseReply(h.rank, h);
         return [this.reply(from, MsgType.ACK, h.seq, []), ...this.release(now)];
       }
       case MsgType.PULL: {
-        this.checkWorker(h);
+        this.checkWorker(h, this.shmFlag());
         this.checkLive(h);
         this.expectNoPayload(h, payload);
         if (h.clock !== this.clocks[h.rank])
           throw new WireError("clock", `worker ${h.rank} read at clock ${h.clock} but has pushed ${this.clocks[h.rank]} gradients`);
         this.checkPullFields(h);
-        this.replies.release(h.rank);
+        this.releaseReply(h.rank, h);
         return this.read(from, h.rank, h.clock, h.seq, now);
       }
       case MsgType.SNAPSHOT:
@@ -382,6 +397,21 @@ export class ServerShard implements ShardClocks {
     if (h.status !== 0) throw new WireError("status", `a request carries status 0, got ${h.status}`);
   }
 
+  /** the flags a worker's PUSH/PUSH_PULL/PULL may carry: SHM when this shard has the run's shared-memory files */
+  private shmFlag(): number {
+    return this.opts.shm ? Flag.SHM : 0;
+  }
+
+  /**
+   * A worker's next request: it has read our last answer to it, so that answer's buffer or slot
+   * may be reused. Its answers go the way this request asks (shared memory or frames).
+   */
+  private releaseReply(rank: number, h: Header): void {
+    this.replies.release(rank);
+    this.shmReplies?.release(rank);
+    this.shmReader[rank] = (h.flags & Flag.SHM) !== 0;
+  }
+
   private checkPullFields(h: Header): void {
     const { start, end } = this.opts.range;
     if (h.rangeStart !== start || h.rangeEnd !== end)
@@ -404,6 +434,7 @@ export class ServerShard implements ShardClocks {
     this.early[rank] = null;
     this.pending = this.pending.filter((r) => r.rank !== rank);
     this.replies.release(rank);
+    this.shmReplies?.release(rank);
     if (this.opts.mode.pushPolicy === "aggregate") this.advanceAggregate();
     return this.release(now);
   }
@@ -487,7 +518,11 @@ export class ServerShard implements ShardClocks {
     if (payload.length !== 1) throw new WireError("frames", `a push carries exactly one tensor frame, got ${payload.length}`);
     const frame = payload[0]!;
     const expected = (end - start) * 4;
-    if (h.byteLength !== expected || frame.byteLength !== expected)
+    const viaShm = (h.flags & Flag.SHM) !== 0;
+    if (viaShm) {
+      if (decodeShmRef(frame) !== 0) throw new WireError("shm-ref", "a pushed gradient's shared-memory reference names slot 0");
+      if (h.byteLength !== expected) throw new WireError("payload-length", `gradient of ${h.byteLength} bytes in shared memory, expected ${expected}`);
+    } else if (h.byteLength !== expected || frame.byteLength !== expected)
       throw new WireError("payload-length", `gradient of ${frame.byteLength} bytes (header says ${h.byteLength}), expected ${expected}`);
     if (h.clock !== this.clocks[h.rank])
       throw new WireError("clock", `worker ${h.rank} pushed clock ${h.clock}, expected ${this.clocks[h.rank]}`);
@@ -499,7 +534,14 @@ export class ServerShard implements ShardClocks {
     // A sync gradient ahead of its turn in the sum is copied straight into its rank's buffer.
     const aggregate = this.opts.mode.pushPolicy !== "apply";
     const ahead = aggregate && h.rank > this.nextRank && this.early[h.rank] === null;
-    const g = simdEnabled() ? f32Copy(frame, ahead ? (this.earlyCopies[h.rank] ??= allocF32(expected / 4)) : this.scratch) : f32View(frame, this.scratch);
+    const into = ahead ? (this.earlyCopies[h.rank] ??= allocF32(expected / 4)) : this.scratch;
+    let g: Float32Array;
+    if (viaShm) {
+      // straight from the worker's file into the kernels' memory: the one copy a frame also needs
+      g = into.length === expected / 4 ? into : into.subarray(0, expected / 4);
+      this.opts.shm!.read(gradientFile(h.rank, this.opts.shard), g);
+      this.bytesReceived += expected;
+    } else g = simdEnabled() ? f32Copy(frame, into) : f32View(frame, this.scratch);
     if (!allFinite(g)) {
       this.rejectedGradients++;
       throw new WireError("non-finite", `gradient from worker ${h.rank} at clock ${h.clock} contains NaN or Infinity`);
@@ -645,7 +687,16 @@ export class ServerShard implements ShardClocks {
    * then has the data). Snapshots for the coordinator get their own copy.
    */
   private weightsReply(to: Buffer, seq: number, flags: number, clock = 0, staleness = 0, reader = -1): Outgoing {
+    if (reader >= 0 && this.shmReader[reader] && this.shmReplies) {
+      const slot = this.shmReplies.forReader(reader, this.version, this.weights);
+      this.bytesSent += this.weights.byteLength;
+      return this.weightsOutgoing(to, seq, flags | Flag.SHM, clock, staleness, encodeShmRef(slot), this.weights.byteLength);
+    }
     const buf = reader >= 0 ? this.replies.forReader(reader, this.version, this.weights) : copyOf(this.weights);
+    return this.weightsOutgoing(to, seq, flags, clock, staleness, buf, buf.byteLength);
+  }
+
+  private weightsOutgoing(to: Buffer, seq: number, flags: number, clock: number, staleness: number, frame: Buffer, byteLength: number): Outgoing {
     const { start, end } = this.opts.range;
     const header = makeHeader(MsgType.WEIGHTS, {
       runId: this.opts.runId,
@@ -657,11 +708,11 @@ export class ServerShard implements ShardClocks {
       dtype: DType.F32,
       flags,
       status: Math.min(0xffff, staleness),
-      byteLength: buf.byteLength,
+      byteLength,
       seq,
     });
-    this.bytesSent += buf.byteLength + 40;
-    return { to, header, frames: [buf] };
+    this.bytesSent += frame.byteLength + 40;
+    return { to, header, frames: [frame] };
   }
 
   private reply(to: Buffer, type: MsgType, seq: number, frames: Buffer[], dtype: DType = DType.NONE): Outgoing {
@@ -723,28 +774,33 @@ function copyOf(w: Float32Array): Buffer {
   return buf;
 }
 
-interface ReplyBuffer {
-  buf: Buffer;
+interface ReplyBuffer<T> {
+  buf: T;
   version: number;
   readers: number;
 }
 
 /**
- * Reply buffers reused across versions. Touching fresh memory costs ~11 us per 4 KiB page on
- * this kind of machine (a fresh 16 MiB buffer: ~45 ms), so buffers go back to a free list
- * instead of to the garbage collector.
+ * Reply buffers (or shared-memory slots) reused across versions. Touching fresh memory costs
+ * ~11 us per 4 KiB page on this kind of machine (a fresh 16 MiB buffer: ~45 ms), so buffers go
+ * back to a free list instead of to the garbage collector.
  */
-class ReplyBuffers {
-  private current: ReplyBuffer | null = null;
-  private readonly free: Buffer[] = [];
-  private readonly held = new Map<number, ReplyBuffer>();
+class ReplyBuffers<T> {
+  private current: ReplyBuffer<T> | null = null;
+  private readonly free: T[] = [];
+  private readonly held = new Map<number, ReplyBuffer<T>>();
 
-  forReader(rank: number, version: number, weights: Float32Array): Buffer {
+  constructor(
+    private readonly make: () => T,
+    private readonly fill: (buf: T, weights: Float32Array) => void,
+  ) {}
+
+  forReader(rank: number, version: number, weights: Float32Array): T {
     let cur = this.current;
     if (cur === null || cur.version !== version) {
       if (cur !== null && cur.readers === 0) this.free.push(cur.buf);
-      const buf = this.free.pop() ?? Buffer.allocUnsafeSlow(weights.byteLength);
-      buf.set(new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength));
+      const buf = this.free.pop() ?? this.make();
+      this.fill(buf, weights);
       cur = { buf, version, readers: 0 };
       this.current = cur;
     }

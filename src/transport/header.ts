@@ -74,6 +74,12 @@ export const Flag = {
    * SNAPSHOT: answer once every worker's clock >= header.clock
    */
   AT_CLOCK: 4,
+  /**
+   * PUSH_PULL/PUSH: the gradient is in the sender's shared-memory file (transport/shm.ts), the
+   * payload is a reference to it; PULL/PUSH_PULL: answer the same way. WEIGHTS: the weights are
+   * in the shard's shared-memory slot that the payload names.
+   */
+  SHM: 8,
 } as const;
 
 export interface Header {

@@ -4,6 +4,7 @@ import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import { RemoteError, type Reply } from "../transport/peer-client.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { ShardPeer } from "../transport/shard-peer.js";
+import { decodeShmRef, encodeShmRef, gradientFile, type ShmFiles, weightsFile, weightsFilePrefix } from "../transport/shm.js";
 import type { GradientExchange, StepResult } from "./exchange.js";
 
 export interface ShardEndpoint {
@@ -25,13 +26,19 @@ export class ParameterClient implements GradientExchange {
   readonly versions: number[];
   /** gradients each shard has acknowledged (answered) from this worker: the clock a restarted shard resumes it at */
   readonly acked: number[];
+  /** tensor bytes that went through shared-memory files (--transport shm), counted as sent / received */
+  private shmSent = 0;
+  private shmReceived = 0;
+  private readonly shmRef = encodeShmRef(0);
 
+  /** `shm`: the run's shared-memory files (--transport shm): gradients are written there and weights read from there */
   constructor(
     private readonly runId: number,
     private readonly rank: number,
     private readonly shards: readonly ShardEndpoint[],
     readonly weights: Float32Array,
     timeoutMs: number,
+    private readonly shm: ShmFiles | null = null,
   ) {
     this.clients = shards.map((s) => new ShardPeer(`server shard ${s.shard}`, s.endpoint, timeoutMs));
     this.versions = shards.map(() => 0);
@@ -41,6 +48,9 @@ export class ParameterClient implements GradientExchange {
   /** Shard k died: forget whatever it might still answer; its requests wait for shardUp. */
   shardDown(k: number): void {
     this.clients[k]?.down();
+    // a restarted shard writes its weights slots again: open them afresh
+    const s = this.shards[k];
+    if (this.shm && s) this.shm.forget(weightsFilePrefix(s.shard));
   }
 
   /** Shard k is serving again at `endpoint`: send it what was in flight. */
@@ -59,7 +69,7 @@ export class ParameterClient implements GradientExchange {
   async pull(clock: number): Promise<PushPullResult> {
     const replies = await Promise.all(
       this.shards.map((s, k) =>
-        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end }), [], clock),
+        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end, flags: this.shm ? Flag.SHM : 0 }), [], clock),
       ),
     );
     return this.absorb(replies);
@@ -106,8 +116,13 @@ export class ParameterClient implements GradientExchange {
           rangeEnd: s.range.end,
           dtype: DType.F32,
           byteLength: slice.byteLength,
+          flags: this.shm ? Flag.SHM : 0,
         });
-        return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
+        if (!this.shm) return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
+        // One request in flight per shard: the file is not rewritten before the shard has read it.
+        this.shm.write(gradientFile(this.rank, s.shard), slice);
+        this.shmSent += slice.byteLength;
+        return this.requestShard(k, header, [this.shmRef], clock + 1);
       }),
     );
     return this.absorb(replies);
@@ -130,10 +145,17 @@ export class ParameterClient implements GradientExchange {
       const h = r.header;
       const frame = r.frames[0];
       const n = s.range.end - s.range.start;
-      if (h.type !== MsgType.WEIGHTS || frame === undefined || frame.byteLength !== n * 4 || h.rangeStart !== s.range.start || h.rangeEnd !== s.range.end)
+      const viaShm = (h.flags & Flag.SHM) !== 0;
+      if (h.type !== MsgType.WEIGHTS || frame === undefined || h.byteLength !== n * 4 || (!viaShm && frame.byteLength !== n * 4) || h.rangeStart !== s.range.start || h.rangeEnd !== s.range.end)
         throw new Error(`server shard ${s.shard} sent a malformed WEIGHTS reply`);
-      // Copy out of the received frame: it belongs to libzmq and must not be kept or re-sent.
-      this.weights.set(f32View(frame), s.range.start);
+      if (viaShm) {
+        if (!this.shm) throw new Error(`server shard ${s.shard} answered through shared memory, which this worker did not ask for`);
+        this.shm.read(weightsFile(s.shard, decodeShmRef(frame)), this.weights.subarray(s.range.start, s.range.end));
+        this.shmReceived += n * 4;
+      } else {
+        // Copy out of the received frame: it belongs to libzmq and must not be kept or re-sent.
+        this.weights.set(f32View(frame), s.range.start);
+      }
       this.versions[k] = h.version;
       stopping ||= (h.flags & Flag.STOPPING) !== 0;
       waited ||= (h.flags & Flag.WAITED) !== 0;
@@ -143,14 +165,15 @@ export class ParameterClient implements GradientExchange {
   }
 
   get bytesSent(): number {
-    return this.clients.reduce((a, c) => a + c.bytesSent, 0);
+    return this.clients.reduce((a, c) => a + c.bytesSent, this.shmSent);
   }
 
   get bytesReceived(): number {
-    return this.clients.reduce((a, c) => a + c.bytesReceived, 0);
+    return this.clients.reduce((a, c) => a + c.bytesReceived, this.shmReceived);
   }
 
   close(): void {
     for (const c of this.clients) c.close();
+    this.shm?.close();
   }
 }

@@ -17,6 +17,7 @@ import { runTensorWorker } from "../tensor/tensor-worker.js";
 import { runPipelineStage } from "./pipeline-stage.js";
 import { ParameterClient } from "./ps-client.js";
 import { allocF32 } from "../util/simd.js";
+import { ShmFiles, shmDir } from "../transport/shm.js";
 
 /**
  * The worker process: its data shard, the model, and the step loop
@@ -61,7 +62,8 @@ export async function runWorker(control: ControlClient, cfgMsg: ConfigMsg, initF
   } else {
     const mapMsg = await control.next([MsgType.MAP], cfg.timeoutMs, "cluster MAP");
     const map = mapMsg.body as MapMsg;
-    const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs);
+    const shm = cfg.transport === "shm" ? new ShmFiles(shmDir(cfgMsg.runTag)) : null;
+    const client = new ParameterClient(cfgMsg.runId, rank, map.servers, weights, cfg.timeoutMs, shm);
     if (cfgMsg.replacement === true) {
       firstStep = await client.join();
       if (batcher.stepsPerEpoch > 0) batcher.startEpoch(Math.floor(firstStep / batcher.stepsPerEpoch));

@@ -1,7 +1,9 @@
 import { strict as assert } from "node:assert";
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { shmDir } from "../../src/transport/shm.js";
 import { fileURLToPath } from "node:url";
 import { tempDir } from "../helpers/run.js";
 
@@ -9,7 +11,7 @@ const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
 function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", env: { ...process.env, ...env }, timeout: 120_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr, pid: r.pid };
 }
 
 describe("ps-train command line", function () {
@@ -42,6 +44,10 @@ describe("ps-train command line", function () {
       const args = ["--mode", "sync", "--workers", "2", "--model", "mlp", "--train-limit", "1280", "--test-limit", "500", "--epochs", "1", "--out", out, "--log-level", "warn"];
       const r = cli(args, kernels === "tfjs" ? { PS_TRAIN_DENSE_KERNELS: "tfjs" } : {});
       assert.equal(r.code, 0, r.stderr);
+      // the default transport on one machine; its shared-memory files and ipc sockets are gone
+      assert.equal((JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as { transport: string }).transport, "shm");
+      const left = [dirname(shmDir("x")), tmpdir()].flatMap((d) => readdirSync(d).filter((f) => f.startsWith(`ps-train-${r.pid}-`)));
+      assert.deepEqual(left, [], "the run's folders are removed");
       const s = JSON.parse(readFileSync(join(out, "summary.json"), "utf8")) as Record<string, unknown>;
       assert.equal(s["kernels"], kernels);
       assert.ok((s["testAccuracy"] as number) > 0.6, `test accuracy ${String(s["testAccuracy"])} after 10 steps`);

@@ -86,8 +86,11 @@ function fuzzMessage(rng: Rng, t: Target): { reason: string; frames: Buffer[] } 
       const rank = rng.next() < 0.5 ? int(t.workers, 0x7fffffff) : int(-0x80000000, -1);
       return { reason: "rank", frames: [enc(push({ rank })), grad(), ...pad()] };
     }
-    case 9:
-      return { reason: "flags", frames: [enc(push({ flags: int(1, 255) })), grad(), ...pad()] };
+    case 9: {
+      // any flag but SHM alone, which a shard of a --transport shm run accepts on a push
+      const flags = int(1, 255);
+      return { reason: "flags", frames: [enc(push({ flags: flags === Flag.SHM ? flags | Flag.STOPPING : flags })), grad(), ...pad()] };
+    }
     case 10:
       return { reason: "payload-length", frames: [enc(push({ byteLength: int(n * 4 + 1, 0xffffffff) })), grad(int(0, n - 1))] };
     case 11:

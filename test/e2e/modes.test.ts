@@ -59,6 +59,25 @@ describe("training modes, end to end (real processes, real sockets)", function (
     });
   }
 
+  it("sync gives the same weights bit for bit over shm and ipc, and counts the same tensor bytes", async () => {
+    const runs = [];
+    for (const transport of ["shm", "ipc"] as const) {
+      const cfg = smallConfig({ mode: "sync", workers: 2, servers: 2, transport, maxSteps: 10, model: "mlp", batchSize: 8, trainLimit: 400 });
+      const summary = await train(cfg);
+      const config = JSON.parse(readFileSync(join(cfg.out, "config.json"), "utf8")) as { transport: string };
+      assert.equal(config.transport, transport, "config.json records the transport the run used");
+      runs.push({ transport, weights: savedWeights(cfg.out), summary });
+    }
+    const [shm, ...others] = runs;
+    for (const o of others) {
+      assert.equal(maxAbsDiff(shm!.weights, o.weights), 0, `shm vs ${o.transport}`);
+      // the same tensors, counted where they went (files or frames): within the 8-byte references
+      const workerSent = (s: typeof o.summary) => s.workerStats.reduce((a, w) => a + w.bytesSent, 0);
+      const steps = shm!.summary.steps * 2 * 2; // steps x workers x shards messages
+      assert.ok(Math.abs(workerSent(shm!.summary) - workerSent(o.summary)) <= 8 * (steps + 4), `${workerSent(shm!.summary)} vs ${workerSent(o.summary)} bytes`);
+    }
+  });
+
   it("ssp never lets a read see a worker more than s clocks behind, and does hold fast workers back", async () => {
     const s = 2;
     const cfg = smallConfig({ mode: "ssp", staleness: s, workers: 3, servers: 2, maxSteps: 30, slow: { 0: 4 } });

@@ -2,6 +2,7 @@ import { DEFAULTS, type ModeName, type OptimizerConfig } from "../../src/config/
 import { createMode } from "../../src/modes/index.js";
 import { ServerShard } from "../../src/ps/server-shard.js";
 import { DType, encodeHeader, type Header, makeHeader, MsgType } from "../../src/transport/header.js";
+import type { ShmFiles } from "../../src/transport/shm.js";
 
 export const RUN_ID = 0xabc123;
 
@@ -9,7 +10,7 @@ export function sgd(lr = 0.1): OptimizerConfig {
   return { ...DEFAULTS, optimizer: "sgd", lr, momentum: 0, lrSchedule: "constant", warmupSteps: 0 };
 }
 
-export function makeShard(opts: { mode: ModeName; staleness?: number; workers: number; size?: number; start?: number; optimizer?: OptimizerConfig }): ServerShard {
+export function makeShard(opts: { mode: ModeName; staleness?: number; workers: number; size?: number; start?: number; optimizer?: OptimizerConfig; shm?: ShmFiles }): ServerShard {
   const size = opts.size ?? 4;
   const start = opts.start ?? 0;
   return new ServerShard({
@@ -20,6 +21,7 @@ export function makeShard(opts: { mode: ModeName; staleness?: number; workers: n
     mode: createMode(opts.mode, opts.staleness ?? 0),
     optimizer: opts.optimizer ?? sgd(),
     init: new Float32Array(size),
+    ...(opts.shm ? { shm: opts.shm } : {}),
   });
 }
 

@@ -4,7 +4,10 @@ import { Dealer, Router } from "zeromq";
 import type { TransportName } from "../../src/config/train-config.js";
 import { serveShard } from "../../src/ps/server-main.js";
 import { bindAddress, removeIpcDir } from "../../src/transport/endpoint.js";
-import { decodeHeader, DType, encodeHeader, HEADER_BYTES, makeHeader, MsgType } from "../../src/transport/header.js";
+import { decodeHeader, DType, encodeHeader, Flag, HEADER_BYTES, makeHeader, MsgType } from "../../src/transport/header.js";
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { encodeShmRef, gradientFile, removeShmDir, ShmFiles, shmDir, shmShortfall, weightsFile } from "../../src/transport/shm.js";
 import { PeerClient, RemoteError } from "../../src/transport/peer-client.js";
 import { ParameterClient } from "../../src/worker/ps-client.js";
 import { makeShard, RUN_ID, sgd } from "../helpers/shard.js";
@@ -19,16 +22,20 @@ describe("wire protocol", () => {
     assert.equal(decodeHeader(encodeHeader(coord)).rank, -1);
   });
 
-  for (const transport of ["tcp", "ipc"] as TransportName[]) {
+  for (const transport of ["tcp", "ipc", "shm"] as TransportName[]) {
     describe(`over ${transport}`, () => {
       const tag = `wire-${randomBytes(3).toString("hex")}`;
       let router: Router;
       let endpoint: string;
       const size = 1000;
       let shard: ReturnType<typeof makeShard>;
+      // --transport shm: tensors through the run's shared-memory files (one set per process in a run)
+      const shmFiles = () => (transport === "shm" ? new ShmFiles(shmDir(tag)) : null);
+      let serverFiles: ShmFiles | null = null;
 
       beforeEach(async () => {
-        shard = makeShard({ mode: "async", workers: 2, size, optimizer: sgd(1) });
+        serverFiles = shmFiles();
+        shard = makeShard({ mode: "async", workers: 2, size, optimizer: sgd(1), ...(serverFiles ? { shm: serverFiles } : {}) });
         router = new Router({ linger: 0 });
         await router.bind(bindAddress(transport, tag, "server-0"));
         endpoint = router.lastEndpoint!;
@@ -36,19 +43,28 @@ describe("wire protocol", () => {
       });
       afterEach(() => {
         router.close();
+        serverFiles?.close();
         removeIpcDir(tag);
+        removeShmDir(tag);
       });
 
       it("round-trips PULL, PUSH_PULL, PUSH, SNAPSHOT, PAUSE/RESUME, STATS and STOP", async () => {
         const weights = new Float32Array(size);
-        const ps = new ParameterClient(RUN_ID, 0, [{ shard: 0, endpoint, range: { start: 0, end: size } }], weights, 5000);
+        const ps = new ParameterClient(RUN_ID, 0, [{ shard: 0, endpoint, range: { start: 0, end: size } }], weights, 5000, shmFiles());
         const coord = new PeerClient("server shard 0", endpoint, 5000);
         try {
           await ps.pull(0);
+          if (transport === "shm") {
+            // the weights went through the shard's slot file; both sides count their bytes
+            assert.ok(existsSync(join(shmDir(tag), weightsFile(0, 0))));
+            assert.ok(ps.bytesReceived >= size * 4);
+            assert.equal(shard.stats().bytesSent, ps.bytesReceived);
+          }
           assert.ok(weights.every((w) => w === 0));
           const g = new Float32Array(size).fill(2);
           const r = await ps.pushPull(0, g);
           assert.equal(r.staleness, 0);
+          if (transport === "shm") assert.equal(statSync(join(shmDir(tag), gradientFile(0, 0))).size, size * 4, "the gradient went through its file");
           // async with 2 workers: w -= lr * g / 2
           assert.ok(weights.every((w) => w === -1));
           assert.equal(ps.versions[0], 1);
@@ -91,7 +107,7 @@ describe("wire protocol", () => {
         const raw = new Dealer({ linger: 0, receiveTimeout: 5000 });
         raw.connect(endpoint);
         const weights = new Float32Array(size);
-        const ps = new ParameterClient(RUN_ID, 0, [{ shard: 0, endpoint, range: { start: 0, end: size } }], weights, 5000);
+        const ps = new ParameterClient(RUN_ID, 0, [{ shard: 0, endpoint, range: { start: 0, end: size } }], weights, 5000, shmFiles());
         try {
           const good = (over: Partial<Parameters<typeof makeHeader>[1]> = {}) =>
             encodeHeader(makeHeader(MsgType.PUSH_PULL, { runId: RUN_ID, rank: 1, clock: 0, rangeStart: 0, rangeEnd: size, dtype: DType.F32, byteLength: size * 4, ...over }));
@@ -107,17 +123,43 @@ describe("wire protocol", () => {
             ["NaN", [good(), Buffer.from(nan.buffer)]],
             ["extra frame", [good(), grad, grad]],
           ];
+          // rank 1's gradient file, as its worker would write it (raw pushes come as rank 1)
+          const rank1 = shmFiles();
+          const viaShm = (over: Partial<Parameters<typeof makeHeader>[1]> = {}) => good({ flags: Flag.SHM, ...over });
+          const refused = async (msg: Buffer[], pattern: RegExp) => {
+            await raw.send(msg);
+            const [head, text] = await raw.receive();
+            assert.equal(decodeHeader(head).type, MsgType.ERROR, String(pattern));
+            assert.match(text!.toString(), pattern);
+          };
+          let fileChecks = 0;
+          if (transport === "shm") {
+            // no file yet, then one shorter than the header says: refused, nothing applied
+            await refused([viaShm(), encodeShmRef(0)], /g-w1-s0 cannot be opened/);
+            rank1!.write(gradientFile(1, 0), new Float32Array(size - 1).fill(1));
+            await refused([viaShm(), encodeShmRef(0)], /holds 3996 bytes, the message says 4000/);
+            fileChecks = 2;
+            rank1!.write(gradientFile(1, 0), nan);
+            variants.push(
+              ["shm: NaN in the file", [viaShm(), encodeShmRef(0)]],
+              ["shm: reference of 4 bytes", [viaShm(), encodeShmRef(0).subarray(0, 4)]],
+              ["shm: reference to slot 3", [viaShm(), encodeShmRef(3)]],
+              ["shm: longer than the range", [viaShm({ byteLength: size * 4 + 4 }), encodeShmRef(0)]],
+              ["shm: no reference frame", [viaShm()]],
+            );
+          } else variants.push(["shm flag at a shard without shared memory", [viaShm(), encodeShmRef(0)]]);
           for (const [name, msg] of variants) {
             await raw.send(msg);
             const [head] = await raw.receive();
             assert.equal(decodeHeader(head).type, MsgType.ERROR, name);
             await ps.pull(0);
           }
+          rank1?.close();
           const coord = new PeerClient("server shard 0", endpoint, 5000);
           const st = JSON.parse((await coord.request(makeHeader(MsgType.STATS, { runId: RUN_ID, rank: -1 }))).frames[0]!.toString()) as { errors: Record<string, number>; version: number };
           coord.close();
           const total = Object.values(st.errors).reduce((a, b) => a + b, 0);
-          assert.equal(total, variants.length);
+          assert.equal(total, variants.length + fileChecks);
           assert.equal(st.version, 0);
           await assert.rejects(
             new PeerClient("server shard 0", endpoint, 5000).request(makeHeader(MsgType.PULL, { runId: RUN_ID, rank: 0, clock: 3 })),
@@ -130,6 +172,11 @@ describe("wire protocol", () => {
       });
     });
   }
+
+  it("shm: a run's files must fit in shared memory, or the run is told why not", () => {
+    assert.equal(shmShortfall(266_610, 8), null, "the MNIST MLP with 8 workers: about 18 MiB");
+    assert.match(shmShortfall(2 ** 40, 8) ?? "", /MiB free, the run's shared-memory files need about \d+ MiB/);
+  });
 
   it("names the peer when no reply comes before the deadline", async () => {
     const client = new PeerClient("server shard 3", "tcp://127.0.0.1:9", 300);
