@@ -12,7 +12,7 @@ import { createModel } from "../model/zoo.js";
 import { partitionKeys } from "../ps/key-range.js";
 import type { ShardStats, StallReport } from "../ps/server-shard.js";
 import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
-import { removeShmDir, shmShortfall } from "../transport/shm.js";
+import { removeShmDir, shmShortfall, sweepStaleShmDirs } from "../transport/shm.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import type { PeerClient, Reply } from "../transport/peer-client.js";
@@ -186,6 +186,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const log = hooks.log ?? (() => undefined);
   const warn = hooks.warn ?? log;
   let cfg = prep.config;
+  if (cfg.transport === "shm") for (const dir of sweepStaleShmDirs()) log(`removed ${dir}, left by a run whose coordinator is gone`);
   const shortfall = cfg.transport === "shm" ? shmShortfall(model.size, cfg.workers) : null;
   if (shortfall !== null) {
     warn(`--transport shm: ${shortfall}; this run uses ipc (see docs/configuration.md)`);

@@ -5,9 +5,9 @@ import type { TransportName } from "../../src/config/train-config.js";
 import { serveShard } from "../../src/ps/server-main.js";
 import { bindAddress, removeIpcDir } from "../../src/transport/endpoint.js";
 import { decodeHeader, DType, encodeHeader, Flag, HEADER_BYTES, makeHeader, MsgType } from "../../src/transport/header.js";
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { encodeShmRef, gradientFile, removeShmDir, ShmFiles, shmDir, shmShortfall, weightsFile } from "../../src/transport/shm.js";
+import { encodeShmRef, gradientFile, removeShmDir, ShmFiles, shmDir, shmShortfall, sweepStaleShmDirs, weightsFile } from "../../src/transport/shm.js";
 import { PeerClient, RemoteError } from "../../src/transport/peer-client.js";
 import { ParameterClient } from "../../src/worker/ps-client.js";
 import { makeShard, RUN_ID, sgd } from "../helpers/shard.js";
@@ -176,6 +176,24 @@ describe("wire protocol", () => {
   it("shm: a run's files must fit in shared memory, or the run is told why not", () => {
     assert.equal(shmShortfall(266_610, 8), null, "the MNIST MLP with 8 workers: about 18 MiB");
     assert.match(shmShortfall(2 ** 40, 8) ?? "", /MiB free, the run's shared-memory files need about \d+ MiB/);
+  });
+
+  it("shm: the folders of runs whose coordinator is gone are swept, live ones are kept", () => {
+    // a pid that is not running: one past the largest pid the kernel hands out
+    const dead = Number(readFileSync("/proc/sys/kernel/pid_max", "utf8")) + 1;
+    const stale = shmDir(`${dead}-abc`);
+    const live = shmDir(`${process.pid}-abd`);
+    const files = new ShmFiles(stale);
+    files.write(gradientFile(0, 0), new Float32Array(4));
+    files.close();
+    new ShmFiles(live).close();
+    try {
+      assert.ok(sweepStaleShmDirs().includes(stale));
+      assert.ok(!existsSync(stale) && existsSync(live));
+    } finally {
+      rmSync(stale, { recursive: true, force: true });
+      rmSync(live, { recursive: true, force: true });
+    }
   });
 
   it("names the peer when no reply comes before the deadline", async () => {
