@@ -469,7 +469,7 @@ async function driver(): Promise<void> {
       sizes: { type: "string", default: "1MiB,4MiB,16MiB,64MiB" },
       workers: { type: "string", default: "1,2,4,8" },
       shards: { type: "string", default: "1,2,4" },
-      transports: { type: "string", default: "tcp,ipc" },
+      transports: { type: "string", default: "tcp,ipc,shm" },
       malloc: { type: "string", default: "tuned" },
       curve: { type: "string", default: "off" },
       "curve-keys": { type: "string" },
