@@ -147,6 +147,7 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
   for (;;) {
     const m = await next("shard", "exit");
     if (m.type === "exit") return;
+    const files = transport === "shm" ? new ShmFiles(shmDir(tag)) : null;
     const s = new ServerShard({
       shard,
       runId: RUN_ID,
@@ -155,7 +156,7 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
       mode: createMode("sync", 0),
       optimizer,
       init: new Float32Array(m.range.end - m.range.start),
-      ...(transport === "shm" ? { shm: new ShmFiles(shmDir(tag)) } : {}),
+      ...(files ? { shm: files } : {}),
     });
     // Time spent inside the state machine (finite check, accumulate, SGD, reply copy), and this
     // process's CPU time and page faults, from the end of the warm-up rounds on.
@@ -196,6 +197,7 @@ async function serverRole(shard: number, workers: number, transport: TransportNa
     router.close();
     await serving;
     s.dispose(); // its arrays' memory goes to the next size's shard
+    files?.close();
   }
 }
 

@@ -520,7 +520,8 @@ export class ServerShard implements ShardClocks {
     const expected = (end - start) * 4;
     const viaShm = (h.flags & Flag.SHM) !== 0;
     if (viaShm) {
-      if (decodeShmRef(frame) !== 0) throw new WireError("shm-ref", "a pushed gradient's shared-memory reference names slot 0");
+      const slot = decodeShmRef(frame);
+      if (slot !== 0) throw new WireError("shm-ref", `a pushed gradient's shared-memory reference must name slot 0, got ${slot}`);
       if (h.byteLength !== expected) throw new WireError("payload-length", `gradient of ${h.byteLength} bytes in shared memory, expected ${expected}`);
     } else if (h.byteLength !== expected || frame.byteLength !== expected)
       throw new WireError("payload-length", `gradient of ${frame.byteLength} bytes (header says ${h.byteLength}), expected ${expected}`);

@@ -8,7 +8,7 @@ import { WireError } from "./header.js";
  * /dev/shm) on one machine, while every message, tensor references included, still goes over
  * ZeroMQ ipc sockets. A 1 MiB tensor is written to a file in 0.06 ms and read back in 0.07 ms
  * here (one memcpy into and one out of the page cache), against about 0.5 ms to carry it one
- * way through a ZeroMQ ipc socket (docs/transport.md has the figures).
+ * way through a ZeroMQ ipc socket (docs/wire-protocol.md, "Transports", has the figures).
  *
  * Files (in shmDir(runTag), mode 0700):
  * - `g-w<rank>-s<shard>`: the gradient worker `rank` pushes to `shard`. A worker has one request
