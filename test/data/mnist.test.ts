@@ -3,10 +3,8 @@ import { loadDataset } from "../../src/data/load.js";
 import { MNIST_TEST_COUNT, MNIST_TRAIN_COUNT } from "../../src/data/mnist.js";
 
 describe("data/mnist", () => {
-  it("loads 60000/10000 samples of 28x28x1 in [0, 1] with labels 0..9, quickly", async () => {
-    const t0 = performance.now();
+  it("loads 60000/10000 samples of 28x28x1 in [0, 1] with labels 0..9", async () => {
     const ds = await loadDataset("mnist", { seed: 7 });
-    const ms = performance.now() - t0;
     assert.equal(ds.name, "mnist");
     assert.equal(ds.task, "classification");
     assert.deepEqual(ds.inputShape, [28, 28, 1]);
@@ -42,8 +40,6 @@ describe("data/mnist", () => {
     // the well-known first training labels of MNIST
     assert.deepEqual(Array.from(ds.trainY.subarray(0, 8)), [5, 0, 4, 1, 9, 2, 1, 3]);
     assert.deepEqual(Array.from(ds.testY.subarray(0, 4)), [7, 2, 1, 0]);
-    // generous bound for slow CI machines; typically a few hundred ms
-    assert.ok(ms < 4000, `MNIST took ${ms.toFixed(0)} ms to load`);
   });
 
   it("limits convert only the first N samples", async () => {
