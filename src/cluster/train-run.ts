@@ -179,19 +179,32 @@ export interface RunOptions {
   launcher?: LauncherFactory;
 }
 
+/**
+ * The transport a local run uses: --transport shm becomes ipc when CURVE is on (tensors then stay
+ * inside CurveZMQ, docs/security.md) or when /dev/shm has no room for the run's files.
+ */
+function localTransport(cfg: TrainConfig, params: number, curve: boolean, log: (msg: string) => void, warn: (msg: string) => void): TrainConfig {
+  if (cfg.transport !== "shm") return cfg;
+  for (const dir of sweepStaleShmDirs()) log(`removed ${dir}, left by a run whose coordinator is gone`);
+  if (curve) {
+    log("--curve-keys: the tensors stay inside CurveZMQ, so this run uses --transport ipc instead of shm");
+    return { ...cfg, transport: "ipc" };
+  }
+  const shortfall = shmShortfall(params, cfg.workers);
+  if (shortfall === null) return cfg;
+  warn(`--transport shm: ${shortfall}; this run uses ipc (see docs/configuration.md)`);
+  return { ...cfg, transport: "ipc" };
+}
+
 /** Run a whole training job on this machine: coordinator here, shards and workers as child processes. */
 export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: RunOptions = {}): Promise<Summary> {
   const wall0 = performance.now();
   const { dataset, model } = prep;
   const log = hooks.log ?? (() => undefined);
   const warn = hooks.warn ?? log;
-  let cfg = prep.config;
-  if (cfg.transport === "shm") for (const dir of sweepStaleShmDirs()) log(`removed ${dir}, left by a run whose coordinator is gone`);
-  const shortfall = cfg.transport === "shm" ? shmShortfall(model.size, cfg.workers) : null;
-  if (shortfall !== null) {
-    warn(`--transport shm: ${shortfall}; this run uses ipc (see docs/configuration.md)`);
-    cfg = { ...cfg, transport: "ipc" };
-  }
+  // --curve-keys: CURVE on every socket of the run, this process as the coordinator (docs/security.md).
+  const curve = await enableCurveFromEnv("coordinator", (msg, fields) => log(msg, fields));
+  const cfg = localTransport(prep.config, model.size, curve, log, warn);
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;
@@ -209,8 +222,6 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const totalSteps = prep.stepsPerWorker;
   const config: TrainConfig = { ...cfg, out: runDir.path, totalSteps };
 
-  // --curve-keys: CURVE on every socket of the run, this process as the coordinator (docs/security.md).
-  const curve = await enableCurveFromEnv("coordinator", (msg, fields) => log(msg, fields));
   // The largest control frame is a copy of the weights (allreduce SNAPSHOT and DONE).
   const coordinator = new Coordinator(runId, cfg.timeoutMs, model.size * 4 + 1024 * 1024);
   const endpoint = await coordinator.bind(bindAddress(cfg.transport, runTag, "coordinator"));

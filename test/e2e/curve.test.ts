@@ -72,8 +72,10 @@ describe("ps-train keys and --curve-keys (real processes)", function () {
     const r = cli([...TRAIN, "--mode", "sync", "--workers", "2", "--servers", "2", "--curve-keys", keys, "--out", out, "--log-level", "info"]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /test accuracy/);
-    const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as { cluster: { security: string } };
+    const config = JSON.parse(readFileSync(join(out, "config.json"), "utf8")) as { cluster: { security: string }; transport: string };
     assert.equal(config.cluster.security, "curve");
+    // the default transport (shm) would put the tensors in files, outside CurveZMQ: ipc instead
+    assert.equal(config.transport, "ipc");
     const logs = roleLogs(out);
     assert.equal((logs.match(/"msg":"CURVE on"/g) ?? []).length, 4, "two shards and two workers turned CURVE on");
     // Each shard's ZAP handler let in its two workers and the coordinator, and refused nothing.
