@@ -1,6 +1,6 @@
 /**
  * npm run bench:allreduce [-- --workers 2,4,8 --sizes 4KiB,1MiB,16MiB,64MiB --algo auto|ring|doubling[,..]
- *                           --transports ipc,tcp --segment-bytes 262144[,..] --small-bytes 65536
+ *                           --transports ipc,tcp,shm --segment-bytes 262144[,..] --small-bytes 65536
  *                           --seconds 1 | --iters N --warmup auto|N --malloc tuned|default
  *                           --max-foreign 0.15 --timeout-ms 30000
  *                           --socket-buffer 0[,B..] --young-gc 16MiB[,0,..] --io-threads 2[,0,..]]
@@ -35,6 +35,7 @@ import { Coordinator } from "../src/cluster/coordinator.js";
 import { TUNED_MALLOC_ENV } from "../src/cluster/local-launcher.js";
 import type { TransportName } from "../src/config/train-config.js";
 import { bindAddress, removeIpcDir } from "../src/transport/endpoint.js";
+import { removeShmDir } from "../src/transport/shm.js";
 import { MsgType } from "../src/transport/header.js";
 import { machineBusy, parseSize, positiveInts, quantiles, waitQuiet } from "./bench-util.js";
 import { allocF32, freeF32 } from "../src/util/simd.js";
@@ -119,7 +120,7 @@ async function rankMain(rank: number, coordinator: string, timeoutMs: number): P
 // ---------------------------------------------------------------- driver
 
 const USAGE = `usage: npm run bench:allreduce -- [--workers 2,4,8] [--sizes 4KiB,1MiB,16MiB,64MiB]
-                          [--algo auto|ring|doubling[,...]] [--transports ipc,tcp]
+                          [--algo auto|ring|doubling[,...]] [--transports ipc,tcp,shm]
                           [--segment-bytes B[,...]] [--small-bytes B] [--seconds 1 | --iters N]
                           [--warmup auto|N] [--malloc tuned|default] [--max-foreign 0.15] [--timeout-ms 30000]
                           [--socket-buffer 0|B[,...]] [--young-gc B|0[,...]] [--io-threads 2|N[,...]]
@@ -222,6 +223,7 @@ async function group(o: { transport: TransportName; algo: AllreduceAlgo; segment
     kill();
     coord.close();
     removeIpcDir(runTag);
+    removeShmDir(runTag);
   }
 }
 
@@ -255,7 +257,7 @@ async function driver(): Promise<void> {
   const algos = values.algo.split(",").map((a) => a.trim()) as AllreduceAlgo[];
   for (const a of algos) if (!ALLREDUCE_ALGOS.includes(a)) throw new Error(`--algo: "${a}" is not one of ${ALLREDUCE_ALGOS.join(", ")}`);
   const transports = values.transports.split(",").map((t) => t.trim()) as TransportName[];
-  for (const t of transports) if (t !== "ipc" && t !== "tcp") throw new Error(`--transports: "${t}" is not ipc or tcp`);
+  for (const t of transports) if (t !== "ipc" && t !== "tcp" && t !== "shm") throw new Error(`--transports: "${t}" is not ipc, tcp or shm`);
   const segments = values["segment-bytes"].split(",").map(parseSize);
   const smallBytes = Number(values["small-bytes"]);
   const iters = Number(values.iters);

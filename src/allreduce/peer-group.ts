@@ -2,6 +2,7 @@ import type { Context, Pull, Push } from "zeromq";
 import { messages } from "../transport/receive.js";
 import { bindSocket, closeContextSecurity, newBoundPull, newContext, newPush } from "../transport/sockets.js";
 import { WireError } from "../transport/header.js";
+import { SHM_MIN_BYTES, type ShmFiles } from "../transport/shm.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { ReceiveCollector, YOUNG_GC_BYTES } from "../transport/young-gc.js";
 import { AR_HEADER_BYTES, type ArHeader, decodeArHeader, encodeArHeader, Phase, phaseName } from "./wire.js";
@@ -28,6 +29,11 @@ export interface PeerGroupOptions {
   maxMessageBytes?: number;
   /** a minor GC after every this many bytes received, to free libzmq's buffers young (transport/young-gc.ts); 0 = off */
   youngGcBytes?: number;
+  /**
+   * --transport shm: collectives' tensors go through the run's shared-memory files (see send()),
+   * named after `group`, which every member of this group uses and no other group of the run
+   */
+  shm?: { files: ShmFiles; group: string };
 }
 
 /** Measured by bench:allreduce --young-gc: 16 MiB between minor GCs (see transport/young-gc.ts). */
@@ -53,6 +59,8 @@ export interface Slot {
 interface Incoming {
   h: ArHeader;
   payload: Buffer | null;
+  /** the payload is in the sender's shared-memory file (read when the message is taken) */
+  file: boolean;
 }
 
 interface Waiter {
@@ -112,6 +120,13 @@ export class PeerGroup {
   private readonly hbuf = Buffer.allocUnsafe(AR_HEADER_BYTES);
   private opCounter = 0;
   private collectedAt = 0;
+  private readonly shm: { files: ShmFiles; group: string } | null;
+  /** --transport shm: per peer, the collective last written to / read from its file and the byte offset reached in it */
+  private readonly fileOut: { op: number; at: number }[];
+  private readonly fileIn: { op: number; at: number }[];
+  /** per sender, the buffer its file payloads are read into (valid until the next receive from it) */
+  private readonly fileScratch: (Buffer | null)[];
+  private readonly maxMessageBytes: number;
   private closed = false;
   failed: Error | null = null;
   endpoint = "";
@@ -140,6 +155,22 @@ export class PeerGroup {
     });
     this.pushes = Array.from({ length: opts.size }, () => null);
     this.queues = Array.from({ length: opts.size }, () => []);
+    this.shm = opts.shm ?? null;
+    this.fileOut = Array.from({ length: opts.size }, () => ({ op: -1, at: 0 }));
+    this.fileIn = Array.from({ length: opts.size }, () => ({ op: -1, at: 0 }));
+    this.fileScratch = Array.from({ length: opts.size }, () => null);
+    this.maxMessageBytes = opts.maxMessageBytes !== undefined && opts.maxMessageBytes > 0 ? opts.maxMessageBytes : Infinity;
+  }
+
+  /**
+   * The file that `src` writes its payloads to `dst` in, for collective `op`. Two per pair, by the
+   * collective's parity: a rank starts collective c + 2 only after finishing c + 1, which needs
+   * every rank's part in it, so every rank has finished (read everything of) c by then. Offsets
+   * within a collective only grow. Broadcasts (a root finishes one without hearing from anyone)
+   * keep their frames.
+   */
+  private fileName(src: number, dst: number, op: number): string {
+    return `ar-${this.shm!.group}-${src}-${dst}-${op & 1}`;
   }
 
   /** Bind the receiving socket (`tcp://host:*` binds an ephemeral port); returns the endpoint peers connect to. */
@@ -174,11 +205,23 @@ export class PeerGroup {
     const push = this.pushes[dst];
     if (!push) throw new Error(`rank ${this.rank}: no connection to rank ${dst}`);
     const bytes = payload ? payload.byteLength : 0;
+    // --transport shm: the payload is written to this pair's file (a copy: `payload` is free
+    // again at once) and the message carries only the header, whose length says how much.
+    const viaFile = this.shm !== null && payload !== null && bytes >= SHM_MIN_BYTES && slot.phase !== Phase.BROADCAST;
+    if (viaFile) {
+      const out = this.fileOut[dst]!;
+      if (out.op !== slot.op) {
+        out.op = slot.op;
+        out.at = 0;
+      }
+      this.shm.files.write(this.fileName(this.rank, dst, slot.op), payload, out.at);
+      out.at += bytes;
+    }
     encodeArHeader({ ...slot, runId: this.runId, src: this.rank, byteLength: bytes }, this.hbuf);
     // Frames over 128 bytes go out zero-copy: the caller must not change `payload` until the
     // peer has provably received it (see ring.ts); the header is copied here.
     const frames: Buffer[] = [this.hbuf];
-    if (payload && bytes > 0) frames.push(payload instanceof Buffer ? payload : Buffer.from(payload.buffer, payload.byteOffset, bytes));
+    if (payload && bytes > 0 && !viaFile) frames.push(payload instanceof Buffer ? payload : Buffer.from(payload.buffer, payload.byteOffset, bytes));
     try {
       await push.send(frames);
     } catch (err) {
@@ -257,7 +300,28 @@ export class PeerGroup {
       this.fail(e);
       throw e;
     }
-    return m.payload;
+    return m.file ? this.readFile(src, h) : m.payload;
+  }
+
+  /** A payload that `src` wrote to its file for this rank: read at the offset reached in it. */
+  private readFile(src: number, h: ArHeader): Buffer {
+    const at = this.fileIn[src]!;
+    if (at.op !== h.op) {
+      at.op = h.op;
+      at.at = 0;
+    }
+    let scratch = this.fileScratch[src];
+    if (!scratch || scratch.byteLength < h.byteLength) scratch = this.fileScratch[src] = Buffer.allocUnsafeSlow(h.byteLength);
+    const view = scratch.subarray(0, h.byteLength);
+    try {
+      this.shm!.files.read(this.fileName(src, this.rank, h.op), view, at.at);
+    } catch (err) {
+      const e = new PsError(ErrorCode.BAD_MESSAGE, `rank ${this.rank}: rank ${src}'s message ${describe(h)} names shared memory that cannot be read: ${(err as Error).message}`);
+      this.fail(e);
+      throw e;
+    }
+    at.at += h.byteLength;
+    return view;
   }
 
   /** Dissemination barrier: ceil(log2 N) rounds, every rank returns once all have entered. */
@@ -284,7 +348,10 @@ export class PeerGroup {
           h = decodeArHeader(head, this.size);
           if (h.runId !== this.runId) throw new WireError("run-id", `run id ${h.runId}, expected ${this.runId}`);
           if (h.src === this.rank) throw new WireError("rank", "message claims to come from this rank");
-          if (h.byteLength !== (payload?.byteLength ?? 0)) throw new WireError("payload-length", `payload of ${payload?.byteLength ?? 0} bytes, header says ${h.byteLength}`);
+          // --transport shm: a header with a length and no payload frame: the payload is in the sender's file
+          const inFile = this.shm !== null && payload === undefined && h.byteLength > 0 && h.phase !== Phase.BROADCAST && h.phase !== Phase.STALL;
+          if (inFile && h.byteLength > this.maxMessageBytes) throw new WireError("payload-length", `payload of ${h.byteLength} bytes in shared memory, more than ${this.maxMessageBytes}`);
+          if (!inFile && h.byteLength !== (payload?.byteLength ?? 0)) throw new WireError("payload-length", `payload of ${payload?.byteLength ?? 0} bytes, header says ${h.byteLength}`);
         } catch (err) {
           const reason = err instanceof WireError ? err.reason : "malformed";
           this.rejected[reason] = (this.rejected[reason] ?? 0) + 1;
@@ -295,7 +362,7 @@ export class PeerGroup {
           this.onStall(h, payload);
           continue;
         }
-        const m: Incoming = { h, payload: payload && payload.byteLength > 0 ? aligned(payload) : null };
+        const m: Incoming = { h, payload: payload && payload.byteLength > 0 ? aligned(payload) : null, file: this.shm !== null && payload === undefined && h.byteLength > 0 };
         const w = this.waiter;
         if (w && w.src === h.src && this.queues[h.src]!.length === 0) w.resolve(m);
         else this.queues[h.src]!.push(m);
@@ -392,6 +459,7 @@ export class PeerGroup {
     this.waiter?.reject(new Error(`rank ${this.rank}: peer group closed`));
     for (const p of this.pushes) p?.close();
     this.pull.close();
+    this.shm?.files.close();
     if (this.context) void closeContextSecurity(this.context);
   }
 }

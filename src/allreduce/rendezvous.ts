@@ -6,6 +6,7 @@ import { bindAddress } from "../transport/endpoint.js";
 import { MsgType } from "../transport/header.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { PeerGroup } from "./peer-group.js";
+import { ShmFiles, shmDir } from "../transport/shm.js";
 
 export interface JoinOptions {
   rank: number;
@@ -22,6 +23,8 @@ export interface JoinOptions {
   maxMessageBytes?: number;
   /** the endpoint's name (default peer-RANK); an elastic re-formation binds fresh ones */
   name?: string;
+  /** --transport shm: the name of this group's shared-memory files, the same on every member (default "peers"; a re-formed group takes its generation's) */
+  shmGroup?: string;
 }
 
 /**
@@ -30,7 +33,17 @@ export interface JoinOptions {
  * then a barrier, so the group is complete before the first collective.
  */
 export async function joinPeerGroup(control: ControlClient, o: JoinOptions): Promise<PeerGroup> {
-  const group = new PeerGroup({ rank: o.rank, size: o.size, runId: o.runId, timeoutMs: o.timeoutMs, socketBufferBytes: o.socketBufferBytes ?? 0, ...(o.ioThreads !== undefined ? { ioThreads: o.ioThreads } : {}), ...(o.youngGcBytes !== undefined ? { youngGcBytes: o.youngGcBytes } : {}), ...(o.maxMessageBytes !== undefined ? { maxMessageBytes: o.maxMessageBytes } : {}) });
+  const group = new PeerGroup({
+    rank: o.rank,
+    size: o.size,
+    runId: o.runId,
+    timeoutMs: o.timeoutMs,
+    socketBufferBytes: o.socketBufferBytes ?? 0,
+    ...(o.ioThreads !== undefined ? { ioThreads: o.ioThreads } : {}),
+    ...(o.youngGcBytes !== undefined ? { youngGcBytes: o.youngGcBytes } : {}),
+    ...(o.maxMessageBytes !== undefined ? { maxMessageBytes: o.maxMessageBytes } : {}),
+    ...(o.transport === "shm" ? { shm: { files: new ShmFiles(shmDir(o.runTag)), group: o.shmGroup ?? "peers" } } : {}),
+  });
   try {
     const endpoint = await group.bind(bindAddress(o.transport, o.runTag, o.name ?? `peer-${o.rank}`, o.host));
     const ready: ReadyMsg = { endpoint };

@@ -412,7 +412,7 @@ const FIELDS: FieldTable = {
   },
   transport: {
     group: "Parallelism",
-    describe: "ZeroMQ transport between processes: ipc (local sockets, one machine), tcp, or shm (ipc, with the parameter server's tensors in shared-memory files; one machine)",
+    describe: "ZeroMQ transport between processes: ipc (local sockets, one machine), tcp, or shm (ipc, with the parameter server's and allreduce's tensors in shared-memory files; one machine)",
     type: "string",
     choices: TRANSPORTS,
     parse: choice(TRANSPORTS),

@@ -190,7 +190,7 @@ function localTransport(cfg: TrainConfig, params: number, curve: boolean, log: (
     log("--curve-keys: the tensors stay inside CurveZMQ, so this run uses --transport ipc instead of shm");
     return { ...cfg, transport: "ipc" };
   }
-  const shortfall = shmShortfall(params, cfg.workers);
+  const shortfall = shmShortfall(params, cfg.workers, cfg.comm);
   if (shortfall === null) return cfg;
   warn(`--transport shm: ${shortfall}; this run uses ipc (see docs/configuration.md)`);
   return { ...cfg, transport: "ipc" };

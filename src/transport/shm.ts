@@ -6,7 +6,8 @@ import { WireError } from "./header.js";
 /**
  * --transport shm: the parameter server's tensors go through files in shared memory (tmpfs,
  * /dev/shm) on one machine, while every message, tensor references included, still goes over
- * ZeroMQ ipc sockets. A 1 MiB tensor is written to a file in 0.06 ms and read back in 0.07 ms
+ * ZeroMQ ipc sockets. (Allreduce peer groups use the same folder, files `ar-...`: see
+ * allreduce/peer-group.ts.) A 1 MiB tensor is written to a file in 0.06 ms and read back in 0.07 ms
  * here (one memcpy into and one out of the page cache), against about 0.5 ms to carry it one
  * way through a ZeroMQ ipc socket (docs/wire-protocol.md, "Transports", has the figures).
  *
@@ -22,6 +23,13 @@ import { WireError } from "./header.js";
  */
 export const SHM_REF_BYTES = 8;
 
+/**
+ * Tensors smaller than this keep their frames under --transport shm: two system calls per
+ * message cost more than the socket's copy there (bench:ps, one worker: a 4 KiB round 293-305
+ * µs through files against 205-224 µs in frames; 64 KiB 210-282 against 286-364 µs).
+ */
+export const SHM_MIN_BYTES = 16 * 1024;
+
 function shmRoot(): string {
   return existsSync("/dev/shm") && statSync("/dev/shm").isDirectory() ? "/dev/shm" : tmpdir();
 }
@@ -32,14 +40,16 @@ export function shmDir(runTag: string): string {
 }
 
 /**
- * Whether a run's shared-memory files fit where they go, with room to spare: each worker's
- * gradient files (P floats in all) and the shards' weights slots (at most one per reader plus
- * the current version: (W + 1) P floats in all). A container's /dev/shm is often 64 MiB.
+ * Whether a run's shared-memory files fit where they go, with room to spare. Parameter server:
+ * each worker's gradient files (P floats in all) and the shards' weights slots (at most one per
+ * reader plus the current version: (W + 1) P floats in all). Allreduce: each rank's files to its
+ * peers, two collectives' worth, and one collective sends at most (log2 W + 2) P floats from a
+ * rank (recursive doubling with a fold). A container's /dev/shm is often 64 MiB.
  * Returns null when they fit, else why not.
  */
-export function shmShortfall(params: number, workers: number): string | null {
+export function shmShortfall(params: number, workers: number, comm: "ps" | "allreduce" = "ps"): string | null {
   const root = shmRoot();
-  const need = (2 * workers + 1) * params * 4;
+  const need = (comm === "ps" ? 2 * workers + 1 : workers * 2 * (Math.ceil(Math.log2(Math.max(workers, 1))) + 2)) * params * 4;
   let free: number;
   try {
     const st = statfsSync(root);
@@ -114,7 +124,7 @@ export function decodeShmRef(frame: Buffer | undefined): number {
   return frame.readUInt32LE(0);
 }
 
-function bytesOf(a: Float32Array): Uint8Array {
+function bytesOf(a: ArrayBufferView): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 }
 
@@ -129,8 +139,8 @@ export class ShmFiles {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Write the tensor at the start of file `name` (created, or rewritten in place). */
-  write(name: string, data: Float32Array): void {
+  /** Write the tensor at byte `offset` of file `name` (created, or rewritten in place). */
+  write(name: string, data: ArrayBufferView, offset = 0): void {
     let fd = this.fds.get(name);
     if (fd === undefined) {
       // "w+" creates or truncates the same inode: readers holding it open keep a valid descriptor
@@ -139,15 +149,15 @@ export class ShmFiles {
     }
     const bytes = bytesOf(data);
     let done = 0;
-    while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, done);
+    while (done < bytes.byteLength) done += writeSync(fd, bytes, done, bytes.byteLength - done, offset + done);
   }
 
   /**
-   * Fill `into` from the start of file `name`. A missing file or one shorter than `into` is a
+   * Fill `into` from byte `offset` of file `name`. A missing file or one shorter than that is a
    * WireError (the message that named it is refused; nothing is half-applied: `into` is a
    * scratch or receive buffer).
    */
-  read(name: string, into: Float32Array): void {
+  read(name: string, into: ArrayBufferView, offset = 0): void {
     let fd = this.fds.get(name);
     if (fd === undefined) {
       try {
@@ -160,8 +170,8 @@ export class ShmFiles {
     const bytes = bytesOf(into);
     let done = 0;
     while (done < bytes.byteLength) {
-      const n = readSync(fd, bytes, done, bytes.byteLength - done, done);
-      if (n === 0) throw new WireError("shm-length", `shared-memory file ${name} holds ${done} bytes, the message says ${bytes.byteLength}`);
+      const n = readSync(fd, bytes, done, bytes.byteLength - done, offset + done);
+      if (n === 0) throw new WireError("shm-length", `shared-memory file ${name} holds ${offset + done} bytes, the message says ${offset + bytes.byteLength}`);
       done += n;
     }
   }

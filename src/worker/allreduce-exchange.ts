@@ -172,6 +172,7 @@ export class AllreduceExchange implements GradientExchange {
       timeoutMs: cfg.timeoutMs,
       maxMessageBytes: this.weights.byteLength + 64 * 1024,
       name: `peer-g${reform.gen}-${reform.rank}`,
+      shmGroup: `g${reform.gen}`,
     });
     this.allreducer = newAllreducer(this.group, this.cfgMsg);
     // Every survivor restored the same committed bits; the broadcast makes sure of it.

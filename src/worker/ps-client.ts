@@ -4,7 +4,7 @@ import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
 import { RemoteError, type Reply } from "../transport/peer-client.js";
 import { ErrorCode, PsError } from "../util/errors.js";
 import { ShardPeer } from "../transport/shard-peer.js";
-import { decodeShmRef, encodeShmRef, gradientFile, type ShmFiles, weightsFile, weightsFilePrefix } from "../transport/shm.js";
+import { decodeShmRef, encodeShmRef, gradientFile, SHM_MIN_BYTES, type ShmFiles, weightsFile, weightsFilePrefix } from "../transport/shm.js";
 import type { GradientExchange, StepResult } from "./exchange.js";
 
 export interface ShardEndpoint {
@@ -30,6 +30,13 @@ export class ParameterClient implements GradientExchange {
   private shmSent = 0;
   private shmReceived = 0;
   private readonly shmRef = encodeShmRef(0);
+  private readonly shm: ShmFiles | null;
+
+  /** whether shard k's tensors go through the shared-memory files (large enough ranges only) */
+  private viaShm(k: number): boolean {
+    const s = this.shards[k]!;
+    return this.shm !== null && (s.range.end - s.range.start) * 4 >= SHM_MIN_BYTES;
+  }
 
   /** `shm`: the run's shared-memory files (--transport shm): gradients are written there and weights read from there */
   constructor(
@@ -38,8 +45,9 @@ export class ParameterClient implements GradientExchange {
     private readonly shards: readonly ShardEndpoint[],
     readonly weights: Float32Array,
     timeoutMs: number,
-    private readonly shm: ShmFiles | null = null,
+    shm: ShmFiles | null = null,
   ) {
+    this.shm = shm;
     this.clients = shards.map((s) => new ShardPeer(`server shard ${s.shard}`, s.endpoint, timeoutMs));
     this.versions = shards.map(() => 0);
     this.acked = shards.map(() => 0);
@@ -69,7 +77,7 @@ export class ParameterClient implements GradientExchange {
   async pull(clock: number): Promise<PushPullResult> {
     const replies = await Promise.all(
       this.shards.map((s, k) =>
-        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end, flags: this.shm ? Flag.SHM : 0 }), [], clock),
+        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end, flags: this.viaShm(k) ? Flag.SHM : 0 }), [], clock),
       ),
     );
     return this.absorb(replies);
@@ -116,9 +124,9 @@ export class ParameterClient implements GradientExchange {
           rangeEnd: s.range.end,
           dtype: DType.F32,
           byteLength: slice.byteLength,
-          flags: this.shm ? Flag.SHM : 0,
+          flags: this.viaShm(k) ? Flag.SHM : 0,
         });
-        if (!this.shm) return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
+        if (!this.shm || !this.viaShm(k)) return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
         // One request in flight per shard: the file is not rewritten before the shard has read it.
         this.shm.write(gradientFile(this.rank, s.shard), slice);
         this.shmSent += slice.byteLength;

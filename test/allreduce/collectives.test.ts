@@ -2,11 +2,14 @@ import assert from "node:assert/strict";
 import { Allreducer, type AllreduceAlgo } from "../../src/allreduce/allreducer.js";
 import { chunkStart } from "../../src/allreduce/ring.js";
 import { Rng } from "../../src/util/rng.js";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { shmDir } from "../../src/transport/shm.js";
 import { intData, makeGroups } from "../helpers/groups.js";
 
 const bits = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
-async function runAll(N: number, algo: AllreduceAlgo, inputs: Float32Array[], op: "sum" | "mean", transport: "ipc" | "tcp" = "ipc", segmentBytes = 4096) {
+async function runAll(N: number, algo: AllreduceAlgo, inputs: Float32Array[], op: "sum" | "mean", transport: "ipc" | "tcp" | "shm" = "ipc", segmentBytes = 4096) {
   const { groups, close } = await makeGroups(N, transport);
   try {
     const ars = groups.map((g) => new Allreducer(g, { algo, segmentBytes }));
@@ -51,7 +54,7 @@ describe("allreduce collectives over real ZeroMQ sockets", function () {
   }
 
   for (const algo of ["ring", "doubling", "halving-doubling"] as const) {
-    for (const transport of ["ipc", "tcp"] as const) {
+    for (const transport of ["ipc", "tcp", "shm"] as const) {
       it(`${algo} over ${transport}: random floats, mean within tolerance of a float64 reference, identical bits on all ranks`, async () => {
         const N = 5;
         const n = 30_001;
@@ -67,6 +70,37 @@ describe("allreduce collectives over real ZeroMQ sockets", function () {
       });
     }
   }
+
+  it("over shm: 40 collectives in a row, every algorithm and size by turns, give exact sums on every rank", async () => {
+    // The pairs' files are reused by the collectives' parity: this runs many, with ranks that
+    // start each one at different times, and checks every result.
+    for (const N of [2, 3, 4]) {
+      const { groups, tag, close } = await makeGroups(N, "shm");
+      try {
+        const algos = ["ring", "doubling", "halving-doubling"] as const;
+        const ars = algos.map((algo) => groups.map((g) => new Allreducer(g, { algo, segmentBytes: 64 * 1024 })));
+        const rng = new Rng(N);
+        for (let i = 0; i < 40; i++) {
+          const n = [0, 1, N + 1, 3000, 100_003][Math.floor(rng.next() * 5)]!;
+          const k = i % algos.length;
+          const inputs = Array.from({ length: N }, (_, r) => intData(r + i, n));
+          const expected = new Float32Array(n);
+          for (const x of inputs) for (let j = 0; j < n; j++) expected[j] = expected[j]! + x[j]!;
+          await Promise.all(
+            ars[k]!.map(async (a, r) => {
+              if ((r + i) % 3 === 0) await new Promise((res) => setTimeout(res, 2)); // this rank comes late
+              await a.allreduce(inputs[r]!, "sum");
+            }),
+          );
+          for (let r = 0; r < N; r++) assert.ok(bits(inputs[r]!).equals(bits(expected)), `N=${N}, collective ${i} (${algos[k]}, n=${n}), rank ${r}`);
+        }
+        // the tensors went through the pairs' files, both parities
+        for (const parity of [0, 1]) assert.ok(existsSync(join(shmDir(tag), `ar-peers-0-1-${parity}`)), `parity ${parity}`);
+      } finally {
+        close();
+      }
+    }
+  });
 
   it("segments of every size give the same bits (1 element to larger than a chunk)", async () => {
     const N = 4;

@@ -27,7 +27,7 @@ describe("wire protocol", () => {
       const tag = `wire-${randomBytes(3).toString("hex")}`;
       let router: Router;
       let endpoint: string;
-      const size = 1000;
+      const size = 8192; // 32 KiB: large enough for the shared-memory files (SHM_MIN_BYTES)
       let shard: ReturnType<typeof makeShard>;
       // --transport shm: tensors through the run's shared-memory files (one set per process in a run)
       const shmFiles = () => (transport === "shm" ? new ShmFiles(shmDir(tag)) : null);
@@ -137,7 +137,7 @@ describe("wire protocol", () => {
             // no file yet, then one shorter than the header says: refused, nothing applied
             await refused([viaShm(), encodeShmRef(0)], /g-w1-s0 cannot be opened/);
             rank1!.write(gradientFile(1, 0), new Float32Array(size - 1).fill(1));
-            await refused([viaShm(), encodeShmRef(0)], /holds 3996 bytes, the message says 4000/);
+            await refused([viaShm(), encodeShmRef(0)], /holds 32764 bytes, the message says 32768/);
             fileChecks = 2;
             rank1!.write(gradientFile(1, 0), nan);
             variants.push(
