@@ -78,6 +78,16 @@ describe("training modes, end to end (real processes, real sockets)", function (
     }
   });
 
+  it("allreduce (3 workers, ring) gives the same weights bit for bit over shm and ipc", async () => {
+    const weights = [];
+    for (const transport of ["shm", "ipc"] as const) {
+      const cfg = smallConfig({ mode: "sync", comm: "allreduce", allreduceAlgo: "ring", workers: 3, transport, maxSteps: 10, model: "mlp", batchSize: 8, trainLimit: 400 });
+      await train(cfg);
+      weights.push(savedWeights(cfg.out));
+    }
+    assert.equal(maxAbsDiff(weights[0]!, weights[1]!), 0);
+  });
+
   it("ssp never lets a read see a worker more than s clocks behind, and does hold fast workers back", async () => {
     const s = 2;
     const cfg = smallConfig({ mode: "ssp", staleness: s, workers: 3, servers: 2, maxSteps: 30, slow: { 0: 4 } });
