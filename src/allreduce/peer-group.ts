@@ -344,12 +344,13 @@ export class PeerGroup {
     try {
       for await (const [head, payload] of messages(this.pull)) {
         let h: ArHeader;
+        // --transport shm: a header with a length and no payload frame: the payload is in the sender's file
+        let inFile = false;
         try {
           h = decodeArHeader(head, this.size);
           if (h.runId !== this.runId) throw new WireError("run-id", `run id ${h.runId}, expected ${this.runId}`);
           if (h.src === this.rank) throw new WireError("rank", "message claims to come from this rank");
-          // --transport shm: a header with a length and no payload frame: the payload is in the sender's file
-          const inFile = this.shm !== null && payload === undefined && h.byteLength > 0 && h.phase !== Phase.BROADCAST && h.phase !== Phase.STALL;
+          inFile = this.shm !== null && payload === undefined && h.byteLength > 0 && h.phase !== Phase.BROADCAST && h.phase !== Phase.STALL;
           if (inFile && h.byteLength > this.maxMessageBytes) throw new WireError("payload-length", `payload of ${h.byteLength} bytes in shared memory, more than ${this.maxMessageBytes}`);
           if (!inFile && h.byteLength !== (payload?.byteLength ?? 0)) throw new WireError("payload-length", `payload of ${payload?.byteLength ?? 0} bytes, header says ${h.byteLength}`);
         } catch (err) {
@@ -362,7 +363,7 @@ export class PeerGroup {
           this.onStall(h, payload);
           continue;
         }
-        const m: Incoming = { h, payload: payload && payload.byteLength > 0 ? aligned(payload) : null, file: this.shm !== null && payload === undefined && h.byteLength > 0 };
+        const m: Incoming = { h, payload: payload && payload.byteLength > 0 ? aligned(payload) : null, file: inFile };
         const w = this.waiter;
         if (w && w.src === h.src && this.queues[h.src]!.length === 0) w.resolve(m);
         else this.queues[h.src]!.push(m);
