@@ -11,7 +11,7 @@ import type { FlatModel } from "../model/model-api.js";
 import { createModel } from "../model/zoo.js";
 import { partitionKeys } from "../ps/key-range.js";
 import type { ShardStats, StallReport } from "../ps/server-shard.js";
-import { bindAddress, removeIpcDir } from "../transport/endpoint.js";
+import { bindAddress, removeIpcDir, sweepStaleIpcDirs } from "../transport/endpoint.js";
 import { removeShmDir, shmShortfall, sweepStaleShmDirs } from "../transport/shm.js";
 import { f32Frame, f32View } from "../transport/frames.js";
 import { DType, Flag, makeHeader, MsgType } from "../transport/header.js";
@@ -205,6 +205,7 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   // --curve-keys: CURVE on every socket of the run, this process as the coordinator (docs/security.md).
   const curve = await enableCurveFromEnv("coordinator", (msg, fields) => log(msg, fields));
   const cfg = localTransport(prep.config, model.size, curve, log, warn);
+  if (cfg.transport !== "tcp") for (const dir of sweepStaleIpcDirs()) log(`removed ${dir}, left by a run whose coordinator is gone`);
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;

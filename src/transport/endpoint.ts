@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TransportName } from "../config/train-config.js";
@@ -29,4 +29,41 @@ export function bindAddress(transport: TransportName, runTag: string, name: stri
 
 export function removeIpcDir(runTag: string): void {
   rmSync(ipcDir(runTag), { recursive: true, force: true });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Remove the folders in `root` of runs whose coordinator is gone (killed with SIGKILL, the
+ * machine's power cut), named `ps-train-<run tag><suffix>`: run tags start with the
+ * coordinator's pid. Returns the folders removed.
+ */
+export function sweepDeadRunDirs(root: string, suffix: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    if (!name.endsWith(suffix)) continue;
+    const m = /^ps-train-(\d+)-[0-9a-f]+$/.exec(name.slice(0, name.length - suffix.length));
+    if (!m || alive(Number(m[1]))) continue;
+    rmSync(join(root, name), { recursive: true, force: true });
+    removed.push(join(root, name));
+  }
+  return removed;
+}
+
+/** The ipc socket folders of runs whose coordinator is gone (see sweepDeadRunDirs). */
+export function sweepStaleIpcDirs(): string[] {
+  return sweepDeadRunDirs(tmpdir(), "");
 }

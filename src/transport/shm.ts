@@ -1,6 +1,7 @@
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statfsSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, statfsSync, statSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { sweepDeadRunDirs } from "./endpoint.js";
 import { WireError } from "./header.js";
 
 /**
@@ -65,36 +66,12 @@ export function removeShmDir(runTag: string): void {
   rmSync(shmDir(runTag), { recursive: true, force: true });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /**
- * Remove the shared-memory folders of runs whose coordinator is gone (killed with SIGKILL, the
- * machine's power cut): files in tmpfs hold memory until they are deleted. Run tags start with
- * the coordinator's pid. Returns the folders removed.
+ * Remove the shared-memory folders of runs whose coordinator is gone: files in tmpfs hold memory
+ * until they are deleted. Returns the folders removed.
  */
 export function sweepStaleShmDirs(): string[] {
-  const root = shmRoot();
-  const removed: string[] = [];
-  let names: string[];
-  try {
-    names = readdirSync(root);
-  } catch {
-    return removed;
-  }
-  for (const name of names) {
-    const m = /^ps-train-(\d+)-[0-9a-f]+-tensors$/.exec(name);
-    if (!m || alive(Number(m[1]))) continue;
-    rmSync(join(root, name), { recursive: true, force: true });
-    removed.push(join(root, name));
-  }
-  return removed;
+  return sweepDeadRunDirs(shmRoot(), "-tensors");
 }
 
 export function gradientFile(rank: number, shard: number): string {

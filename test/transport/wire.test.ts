@@ -3,9 +3,9 @@ import { randomBytes } from "node:crypto";
 import { Dealer, Router } from "zeromq";
 import type { TransportName } from "../../src/config/train-config.js";
 import { serveShard } from "../../src/ps/server-main.js";
-import { bindAddress, removeIpcDir } from "../../src/transport/endpoint.js";
+import { bindAddress, ipcDir, removeIpcDir, sweepStaleIpcDirs } from "../../src/transport/endpoint.js";
 import { decodeHeader, DType, encodeHeader, Flag, HEADER_BYTES, makeHeader, MsgType } from "../../src/transport/header.js";
-import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { encodeShmRef, gradientFile, removeShmDir, ShmFiles, shmDir, shmShortfall, sweepStaleShmDirs, weightsFile } from "../../src/transport/shm.js";
 import { PeerClient, RemoteError } from "../../src/transport/peer-client.js";
@@ -178,7 +178,7 @@ describe("wire protocol", () => {
     assert.match(shmShortfall(2 ** 40, 8) ?? "", /MiB free, the run's shared-memory files need about \d+ MiB/);
   });
 
-  it("shm: the folders of runs whose coordinator is gone are swept, live ones are kept", () => {
+  it("the shared-memory and ipc folders of runs whose coordinator is gone are swept, live ones are kept", () => {
     // a pid that is not running: one past the largest pid the kernel hands out
     const dead = Number(readFileSync("/proc/sys/kernel/pid_max", "utf8")) + 1;
     const stale = shmDir(`${dead}-abc`);
@@ -187,12 +187,17 @@ describe("wire protocol", () => {
     files.write(gradientFile(0, 0), new Float32Array(4));
     files.close();
     new ShmFiles(live).close();
+    // the ipc socket folders the same way
+    const staleIpc = ipcDir(`${dead}-abc`);
+    const liveIpc = ipcDir(`${process.pid}-abd`);
+    for (const d of [staleIpc, liveIpc]) mkdirSync(d, { recursive: true });
     try {
       assert.ok(sweepStaleShmDirs().includes(stale));
       assert.ok(!existsSync(stale) && existsSync(live));
+      assert.ok(sweepStaleIpcDirs().includes(staleIpc));
+      assert.ok(!existsSync(staleIpc) && existsSync(liveIpc));
     } finally {
-      rmSync(stale, { recursive: true, force: true });
-      rmSync(live, { recursive: true, force: true });
+      for (const d of [stale, live, staleIpc, liveIpc]) rmSync(d, { recursive: true, force: true });
     }
   });
 
