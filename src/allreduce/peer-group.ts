@@ -208,15 +208,7 @@ export class PeerGroup {
     // --transport shm: the payload is written to this pair's file (a copy: `payload` is free
     // again at once) and the message carries only the header, whose length says how much.
     const viaFile = this.shm !== null && payload !== null && bytes >= SHM_MIN_BYTES && slot.phase !== Phase.BROADCAST;
-    if (viaFile) {
-      const out = this.fileOut[dst]!;
-      if (out.op !== slot.op) {
-        out.op = slot.op;
-        out.at = 0;
-      }
-      this.shm.files.write(this.fileName(this.rank, dst, slot.op), payload, out.at);
-      out.at += bytes;
-    }
+    if (viaFile) this.shm.files.write(this.fileName(this.rank, dst, slot.op), payload, advance(this.fileOut[dst]!, slot.op, bytes));
     encodeArHeader({ ...slot, runId: this.runId, src: this.rank, byteLength: bytes }, this.hbuf);
     // Frames over 128 bytes go out zero-copy: the caller must not change `payload` until the
     // peer has provably received it (see ring.ts); the header is copied here.
@@ -305,22 +297,17 @@ export class PeerGroup {
 
   /** A payload that `src` wrote to its file for this rank: read at the offset reached in it. */
   private readFile(src: number, h: ArHeader): Buffer {
-    const at = this.fileIn[src]!;
-    if (at.op !== h.op) {
-      at.op = h.op;
-      at.at = 0;
-    }
+    const at = advance(this.fileIn[src]!, h.op, h.byteLength);
     let scratch = this.fileScratch[src];
     if (!scratch || scratch.byteLength < h.byteLength) scratch = this.fileScratch[src] = Buffer.allocUnsafeSlow(h.byteLength);
     const view = scratch.subarray(0, h.byteLength);
     try {
-      this.shm!.files.read(this.fileName(src, this.rank, h.op), view, at.at);
+      this.shm!.files.read(this.fileName(src, this.rank, h.op), view, at);
     } catch (err) {
       const e = new PsError(ErrorCode.BAD_MESSAGE, `rank ${this.rank}: rank ${src}'s message ${describe(h)} names shared memory that cannot be read: ${(err as Error).message}`);
       this.fail(e);
       throw e;
     }
-    at.at += h.byteLength;
     return view;
   }
 
@@ -463,6 +450,20 @@ export class PeerGroup {
     this.shm?.files.close();
     if (this.context) void closeContextSecurity(this.context);
   }
+}
+
+/**
+ * A peer's file offset for `bytes` more of collective `op`: where they start (0 for the first
+ * payload of a new collective), and the cursor moves past them.
+ */
+function advance(cursor: { op: number; at: number }, op: number, bytes: number): number {
+  if (cursor.op !== op) {
+    cursor.op = op;
+    cursor.at = 0;
+  }
+  const at = cursor.at;
+  cursor.at += bytes;
+  return at;
 }
 
 /** libzmq may deliver a frame at any byte offset; float32 views need 4-byte alignment. */

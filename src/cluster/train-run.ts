@@ -185,7 +185,6 @@ export interface RunOptions {
  */
 function localTransport(cfg: TrainConfig, params: number, curve: boolean, log: (msg: string) => void, warn: (msg: string) => void): TrainConfig {
   if (cfg.transport !== "shm") return cfg;
-  for (const dir of sweepStaleShmDirs()) log(`removed ${dir}, left by a run whose coordinator is gone`);
   if (curve) {
     log("--curve-keys: the tensors stay inside CurveZMQ, so this run uses --transport ipc instead of shm");
     return { ...cfg, transport: "ipc" };
@@ -204,8 +203,9 @@ export async function runLocal(prep: PreparedRun, hooks: RunHooks = {}, opts: Ru
   const warn = hooks.warn ?? log;
   // --curve-keys: CURVE on every socket of the run, this process as the coordinator (docs/security.md).
   const curve = await enableCurveFromEnv("coordinator", (msg, fields) => log(msg, fields));
+  // before the room check: a dead run's shared-memory files may be what fills /dev/shm
+  if (prep.config.transport !== "tcp") for (const dir of [...sweepStaleShmDirs(), ...sweepStaleIpcDirs()]) log(`removed ${dir}, left by a run whose coordinator is gone`);
   const cfg = localTransport(prep.config, model.size, curve, log, warn);
-  if (cfg.transport !== "tcp") for (const dir of sweepStaleIpcDirs()) log(`removed ${dir}, left by a run whose coordinator is gone`);
   const runId = randomBytes(4).readUInt32LE(0) || 1;
   const runTag = `${process.pid}-${runId.toString(16)}`;
   const out = cfg.out || `runs/${new Date().toISOString().replace(/[:.]/g, "-")}-${cfg.mode}`;

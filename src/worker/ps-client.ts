@@ -32,10 +32,10 @@ export class ParameterClient implements GradientExchange {
   private readonly shmRef = encodeShmRef(0);
   private readonly shm: ShmFiles | null;
 
-  /** whether shard k's tensors go through the shared-memory files (large enough ranges only) */
-  private viaShm(k: number): boolean {
+  /** the shared-memory files when shard k's tensors go through them (large enough ranges only), else null */
+  private shmFor(k: number): ShmFiles | null {
     const s = this.shards[k]!;
-    return this.shm !== null && (s.range.end - s.range.start) * 4 >= SHM_MIN_BYTES;
+    return (s.range.end - s.range.start) * 4 >= SHM_MIN_BYTES ? this.shm : null;
   }
 
   /** `shm`: the run's shared-memory files (--transport shm): gradients are written there and weights read from there */
@@ -77,7 +77,7 @@ export class ParameterClient implements GradientExchange {
   async pull(clock: number): Promise<PushPullResult> {
     const replies = await Promise.all(
       this.shards.map((s, k) =>
-        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end, flags: this.viaShm(k) ? Flag.SHM : 0 }), [], clock),
+        this.requestShard(k, makeHeader(MsgType.PULL, { runId: this.runId, rank: this.rank, clock, rangeStart: s.range.start, rangeEnd: s.range.end, flags: this.shmFor(k) ? Flag.SHM : 0 }), [], clock),
       ),
     );
     return this.absorb(replies);
@@ -115,6 +115,7 @@ export class ParameterClient implements GradientExchange {
     const replies = await Promise.all(
       this.shards.map((s, k) => {
         const slice = gradient.subarray(s.range.start, s.range.end);
+        const files = this.shmFor(k);
         const header = makeHeader(MsgType.PUSH_PULL, {
           runId: this.runId,
           rank: this.rank,
@@ -124,11 +125,11 @@ export class ParameterClient implements GradientExchange {
           rangeEnd: s.range.end,
           dtype: DType.F32,
           byteLength: slice.byteLength,
-          flags: this.viaShm(k) ? Flag.SHM : 0,
+          flags: files ? Flag.SHM : 0,
         });
-        if (!this.shm || !this.viaShm(k)) return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
+        if (!files) return this.requestShard(k, header, [f32Frame(slice)], clock + 1);
         // One request in flight per shard: the file is not rewritten before the shard has read it.
-        this.shm.write(gradientFile(this.rank, s.shard), slice);
+        files.write(gradientFile(this.rank, s.shard), slice);
         this.shmSent += slice.byteLength;
         return this.requestShard(k, header, [this.shmRef], clock + 1);
       }),
